@@ -1,0 +1,104 @@
+"""
+Finding the Claude Code CLI and asking it for its version: once, blocking, at
+start-up (so a missing CLI refuses to start), and asynchronously for /health.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+from typing import Any
+
+from attrs import define, field, frozen
+from twisted.internet import defer
+from twisted.internet.utils import getProcessOutputAndValue
+
+INSTALL_HINT = (
+    "Install it with `npm install -g @anthropic-ai/claude-code`, run `claude` once to log "
+    "in with your Claude subscription, or point to it with --claude PATH."
+)
+# --version answers in well under a second; a hung CLI must not hang start-up or /health.
+VERSION_TIMEOUT = 30.0
+HEALTH_CACHE_SECONDS = 10.0
+
+
+class CLIMissing(Exception):
+    pass
+
+
+@frozen
+class Health:
+    ok: bool
+    path: str
+    version: str | None
+    error: str | None = None
+
+
+def find_claude(option: str | None, environ: Mapping[str, str]) -> str:
+    """
+    The absolute path of the CLI: --claude as given, else `claude` on PATH.
+    """
+    wanted = option or "claude"
+    found = shutil.which(wanted, path=environ.get("PATH", os.defpath))
+    if found is None:
+        where = f"'{wanted}'" if option else "'claude' on PATH"
+        raise CLIMissing(f"The Claude Code CLI was not found ({where}). {INSTALL_HINT}")
+    return os.path.abspath(found)
+
+
+def parse_version(output: bytes) -> str:
+    # "2.1.330 (Claude Code)"
+    words = output.decode("utf-8", "replace").split()
+    return words[0] if words else ""
+
+
+def version_now(path: str, env: Mapping[str, str]) -> str:
+    """
+    Run `claude --version` and wait: for start-up, before the reactor runs.
+    """
+    try:
+        done = subprocess.run([path, "--version"], env=dict(env), capture_output=True,
+                              stdin=subprocess.DEVNULL, timeout=VERSION_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise CLIMissing(f"The Claude Code CLI at {path} cannot run: {e}. {INSTALL_HINT}")
+    version = parse_version(done.stdout)
+    if done.returncode != 0 or not version:
+        why = (done.stderr or done.stdout).decode("utf-8", "replace").strip()[:300]
+        raise CLIMissing(f"The Claude Code CLI at {path} failed to report its version "
+                         f"(exit {done.returncode}): {why}. {INSTALL_HINT}")
+    return version
+
+
+@define
+class CLIProbe:
+    """
+    The CLI's health for /health, cached briefly so polling costs little.
+    """
+
+    reactor: Any  # IReactorProcess and IReactorTime
+    path: str
+    env: Mapping[str, str]
+    _last: Health | None = field(default=None)
+    _checked_at: float = field(default=float("-inf"))
+
+    async def check(self) -> Health:
+        now = self.reactor.seconds()
+        if self._last is not None and now - self._checked_at < HEALTH_CACHE_SECONDS:
+            return self._last
+        try:
+            out, err, code = await getProcessOutputAndValue(
+                self.path, ("--version",), env=dict(self.env), reactor=self.reactor,
+            ).addTimeout(VERSION_TIMEOUT, self.reactor)
+        except (OSError, defer.TimeoutError) as e:
+            health = Health(False, self.path, None, str(e) or "no answer to --version")
+        else:
+            version = parse_version(out)
+            if code == 0 and version:
+                health = Health(True, self.path, version)
+            else:
+                why = (err or out).decode("utf-8", "replace").strip()[:300]
+                health = Health(False, self.path, None, f"exit {code}: {why}")
+        self._last, self._checked_at = health, now
+        return health

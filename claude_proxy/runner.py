@@ -1,0 +1,294 @@
+"""
+Running the CLI: admission (a concurrency limit and a bounded queue), spawning,
+the idle and total timers, and TERM then KILL. Every timer is cancelled on
+every way out.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections import deque
+from typing import Any, Protocol
+
+from attrs import Factory, define, field
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.interfaces import IDelayedCall, IProcessTransport
+from twisted.logger import Logger
+
+from claude_proxy.errors import (
+    APIError, classify_cli_error, classify_exit, cli_unavailable, queue_full, timeout_error,
+)
+from claude_proxy.events import ApiRetry, Event, Result, parse_line
+from claude_proxy.plan import RunPlan
+from claude_proxy.process import LineProcessProtocol
+
+log = Logger()
+
+SHUTTING_DOWN = APIError(503, "The proxy is shutting down.", "server_error", "shutting_down")
+OUTPUT_TOO_LONG = APIError(502, "The Claude Code CLI wrote a runaway output line.",
+                           "server_error", "cli_error")
+
+
+class RunConsumer(Protocol):
+    """What a run reports to: events as they come, then exactly one ending."""
+
+    def cli_event(self, event: Event) -> None: ...
+
+    def cli_finished(self, result: Result) -> None: ...
+
+    def cli_failed(self, error: APIError) -> None: ...
+
+
+@define(eq=False)
+class CLIRun:
+    """
+    One request's CLI process, from queued to reaped. It is also the push
+    producer of a streaming response: a slow client stops us reading the CLI.
+    """
+
+    runner: Runner
+    plan: RunPlan
+    consumer: RunConsumer | None
+    exited: Deferred = Factory(Deferred)
+    transport: IProcessTransport | None = None
+    _workdir: str | None = None
+    _total: IDelayedCall | None = None
+    _idle: IDelayedCall | None = None
+    _kill: IDelayedCall | None = None
+    _paused: bool = False
+    _terminating: bool = False
+    _done: bool = False
+
+    def _later(self, seconds: float, f: Any, *args: Any) -> IDelayedCall:
+        return self.runner.reactor.callLater(seconds, f, *args)
+
+    def queued(self) -> None:
+        self._total = self._later(self.runner.timeout, self._timed_out, "total")
+
+    def start(self) -> None:
+        try:
+            self._workdir = tempfile.mkdtemp(prefix="claude-proxy-", dir=self.runner.scratch_root)
+            prompt_file = os.path.join(self._workdir, "system-prompt.txt")
+            fd = os.open(prompt_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(self.plan.system_prompt)
+            tmp = os.path.join(self._workdir, "tmp")
+            os.mkdir(tmp, 0o700)
+            env = {**self.plan.env, "CLAUDE_CODE_TMPDIR": tmp}
+            argv = self.plan.argv(prompt_file)
+            self.transport = self.runner.reactor.spawnProcess(
+                LineProcessProtocol(self, self.plan.stdin), argv[0], argv,
+                env=env, path=self._workdir)
+        except OSError as e:
+            self._report_error(cli_unavailable(self.plan.base_args[0], str(e)))
+            self._cleanup()
+            return
+        if self._paused:
+            self.transport.pauseProducing()
+        else:
+            self._arm_idle()
+
+    # -- what the process protocol tells us
+
+    def output_seen(self) -> None:
+        self._arm_idle()
+
+    def line_received(self, line: bytes) -> None:
+        if self._done:
+            return
+        event = parse_line(line)
+        if event is None:
+            return
+        if isinstance(event, Result):
+            if event.is_error:
+                self._report_error(classify_cli_error(
+                    event.text, event.api_error_status, self.runner.reactor.seconds()))
+            else:
+                self._report(lambda c: c.cli_finished(event))
+            # The answer is complete; the process should exit on its own now.
+            self._cancel_timers()
+            self._kill = self._later(self.runner.kill_grace, self.terminate)
+            return
+        if isinstance(event, ApiRetry):
+            log.info("CLI retrying the API call (attempt {attempt}, status {status})",
+                     attempt=event.attempt, status=event.error_status)
+        self._report(lambda c: c.cli_event(event))
+
+    def line_too_long(self) -> None:
+        self._report_error(OUTPUT_TOO_LONG)
+        self.terminate()
+
+    def process_ended(self, exit_code: int | None, signal: int | None, stderr: str) -> None:
+        self.transport = None
+        if not self._done:
+            self._report_error(classify_exit(exit_code, signal, stderr,
+                                             self.runner.reactor.seconds()))
+        self._cleanup()
+
+    # -- ending
+
+    def cancel(self) -> None:
+        """
+        The client went away: end the process (or leave the queue) quietly.
+        """
+        self._done = True
+        if self.transport is None and self._workdir is None:
+            self.runner._dequeue(self)
+            self._cleanup()
+        else:
+            self.terminate()
+
+    def fail(self, error: APIError) -> None:
+        self._report_error(error)
+        self.cancel()
+
+    def terminate(self) -> None:
+        """
+        SIGTERM now, SIGKILL after the grace period if it is still there.
+        """
+        self._cancel_timers()
+        if self.transport is None or self._terminating:
+            return
+        self._terminating = True
+        self._signal("TERM")
+        self._kill = self._later(self.runner.kill_grace, self._signal, "KILL")
+
+    def _signal(self, name: str) -> None:
+        if self.transport is None:
+            return
+        try:
+            self.transport.signalProcess(name)
+        except ProcessExitedAlready:
+            return
+        log.info("Sent SIG{signal} to the CLI (pid {pid})", signal=name, pid=self.transport.pid)
+
+    def _timed_out(self, kind: str) -> None:
+        seconds = self.runner.timeout if kind == "total" else self.runner.idle_timeout
+        if kind == "total":
+            self._total = None
+        else:
+            self._idle = None
+        self.fail(timeout_error(kind, seconds))
+
+    def _arm_idle(self) -> None:
+        if self._done or self._terminating:
+            return
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(self.runner.idle_timeout)
+        else:
+            self._idle = self._later(self.runner.idle_timeout, self._timed_out, "idle")
+
+    def _cancel_timers(self) -> None:
+        for call in (self._total, self._idle, self._kill):
+            if call is not None and call.active():
+                call.cancel()
+        self._total = self._idle = self._kill = None
+
+    def _report(self, deliver: Any) -> None:
+        if self._done or self.consumer is None:
+            return
+        deliver(self.consumer)
+
+    def _report_error(self, error: APIError) -> None:
+        if self._done:
+            return
+        self._done = True
+        consumer, self.consumer = self.consumer, None
+        if consumer is not None:
+            consumer.cli_failed(error)
+
+    def _cleanup(self) -> None:
+        self._cancel_timers()
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+        self.runner._release(self)
+        if not self.exited.called:
+            self.exited.callback(None)
+
+    # -- IPushProducer, for the streaming response
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        if self.transport is not None:
+            self.transport.pauseProducing()
+        # A client that reads slowly is not a silent CLI.
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+            self._idle = None
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        if self.transport is not None:
+            self.transport.resumeProducing()
+            self._arm_idle()
+
+    def stopProducing(self) -> None:
+        self.cancel()
+
+
+@define(eq=False, slots=False)
+class Runner(Service):
+    """
+    Admits runs up to max_concurrent at once, queues up to queue_size more,
+    and ends every process it started when the service stops.
+    """
+
+    reactor: Any  # IReactorProcess and IReactorTime
+    max_concurrent: int = 4
+    queue_size: int = 32
+    timeout: float = 600.0
+    idle_timeout: float = 180.0
+    kill_grace: float = 5.0
+    scratch_root: str | None = None
+    _active: set = field(factory=set)
+    _queue: deque = field(factory=deque)
+    _stopping: bool = False
+
+    def submit(self, plan: RunPlan, consumer: RunConsumer) -> CLIRun:
+        """
+        Start a run now, or queue it; a full queue raises a 429 at once.
+        """
+        if self._stopping:
+            raise SHUTTING_DOWN
+        if len(self._active) >= self.max_concurrent and len(self._queue) >= self.queue_size:
+            raise queue_full(retry_after=5)
+        run = CLIRun(self, plan, consumer)
+        run.queued()
+        if len(self._active) < self.max_concurrent:
+            self._active.add(run)
+            run.start()
+        else:
+            self._queue.append(run)
+        return run
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._active)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._queue)
+
+    def _dequeue(self, run: CLIRun) -> None:
+        if run in self._queue:
+            self._queue.remove(run)
+
+    def _release(self, run: CLIRun) -> None:
+        self._active.discard(run)
+        while self._queue and len(self._active) < self.max_concurrent:
+            nxt = self._queue.popleft()
+            self._active.add(nxt)
+            nxt.start()
+
+    def stopService(self) -> Deferred:
+        self._stopping = True
+        super().stopService()
+        runs = [*self._queue, *self._active]
+        for run in runs:
+            run.fail(SHUTTING_DOWN)
+        return DeferredList([run.exited for run in runs])

@@ -1,0 +1,181 @@
+"""
+The two ways a run's events become an HTTP response: an SSE stream of
+`chat.completion.chunk`s, or one buffered `chat.completion`.
+
+Both are RunConsumers; both expose `done`, a Deferred the route returns, which
+fires when the response is written (or fails with the APIError to render) and
+whose cancellation (the client went away) ends the CLI run.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from attrs import define, field
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
+from twisted.web.iweb import IRequest
+
+from claude_proxy.chat import chunk, completion, finish_reason, usage_chunk
+from claude_proxy.errors import APIError
+from claude_proxy.events import Event, MessageStart, Result, TextDelta, Usage
+
+# Until the API has accepted the request, a failure can still be a real HTTP
+# status (401 → 503, usage limit → 429 with Retry-After); headers wait for
+# message_start, or at most this long, so clients' watchdogs see bytes.
+HOLD_HEADERS_SECONDS = 10.0
+# An SSE comment at least this often while the CLI is silent (long thinking).
+HEARTBEAT_SECONDS = 15.0
+
+
+def _dumps(obj: dict) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+@define(eq=False)
+class _Ending:
+    """What every writer shares: the `done` Deferred, cancellable into the run."""
+
+    done: Deferred = field(init=False)
+    run: Any = field(default=None, init=False)
+    usage: Usage | None = field(default=None, init=False)
+    error: APIError | None = field(default=None, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.done = Deferred(self._cancelled)
+
+    def attach(self, run: Any) -> None:
+        self.run = run
+
+    def _cancelled(self, _: Deferred) -> None:
+        self._stop()
+        if self.run is not None:
+            self.run.cancel()
+
+    def _stop(self) -> None:
+        """Cancel any timers of the writer's own."""
+
+
+@define(eq=False)
+class BufferedWriter(_Ending):
+    """One chat.completion from the result line, which is authoritative."""
+
+    completion_id: str
+    model: str
+    created: int
+
+    def cli_event(self, event: Event) -> None:
+        pass
+
+    def cli_finished(self, result: Result) -> None:
+        self.usage = result.usage
+        self.done.callback(completion(
+            self.completion_id, self.model, self.created, result.text,
+            finish_reason(result.stop_reason), result.usage))
+
+    def cli_failed(self, error: APIError) -> None:
+        self.error = error
+        self.done.errback(error)
+
+
+@define(eq=False)
+class StreamWriter(_Ending):
+    """
+    SSE chunks as the CLI's text deltas arrive, one stable id, then the finish
+    chunk, the usage chunk when asked for, and `[DONE]`.
+    """
+
+    request: IRequest
+    clock: Any  # IReactorTime
+    completion_id: str
+    model: str
+    created: int
+    include_usage: bool
+    hold: float = HOLD_HEADERS_SECONDS
+    heartbeat: float = HEARTBEAT_SECONDS
+    committed: bool = field(default=False, init=False)
+    _streamed: list[str] = field(factory=list, init=False)
+    _timer: IDelayedCall | None = field(default=None, init=False)
+    _last_write: float = field(default=0.0, init=False)
+
+    def begin(self) -> None:
+        if self.done.called:  # the run failed before it could start
+            return
+        self._timer = self.clock.callLater(self.hold, self._commit)
+
+    def _commit(self) -> None:
+        if self.committed:
+            return
+        self.committed = True
+        self._stop()
+        request = self.request
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-cache")
+        request.setHeader(b"x-accel-buffering", b"no")
+        if self.run is not None:
+            request.registerProducer(self.run, True)
+        self._send(chunk(self.completion_id, self.model, self.created,
+                         {"role": "assistant", "content": ""}))
+        self._timer = self.clock.callLater(self.heartbeat, self._beat)
+
+    def _write(self, data: bytes) -> None:
+        self._last_write = self.clock.seconds()
+        self.request.write(data)
+
+    def _send(self, obj: dict) -> None:
+        self._write(b"data: " + _dumps(obj) + b"\n\n")
+
+    def _beat(self) -> None:
+        quiet = self.clock.seconds() - self._last_write
+        if quiet >= self.heartbeat:
+            self._write(b": keep-alive\n\n")
+            quiet = 0.0
+        self._timer = self.clock.callLater(self.heartbeat - quiet, self._beat)
+
+    def _stop(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _text(self, text: str) -> None:
+        self._streamed.append(text)
+        self._send(chunk(self.completion_id, self.model, self.created, {"content": text}))
+
+    def cli_event(self, event: Event) -> None:
+        if isinstance(event, TextDelta):
+            self._commit()
+            self._text(event.text)
+        elif isinstance(event, MessageStart):
+            self._commit()
+
+    def cli_finished(self, result: Result) -> None:
+        self._commit()
+        self._stop()
+        self.usage = result.usage
+        # The result is authoritative: after a failed stream the CLI retries
+        # without streaming, so text may arrive only here.
+        streamed = "".join(self._streamed)
+        if result.text.startswith(streamed) and len(result.text) > len(streamed):
+            self._text(result.text[len(streamed):])
+        self._send(chunk(self.completion_id, self.model, self.created, {},
+                         finish_reason(result.stop_reason)))
+        if self.include_usage:
+            self._send(usage_chunk(self.completion_id, self.model, self.created, result.usage))
+        self._close()
+
+    def cli_failed(self, error: APIError) -> None:
+        self.error = error
+        self._stop()
+        if not self.committed:
+            self.done.errback(error)
+            return
+        self._send(error.to_json())
+        self._close()
+
+    def _close(self) -> None:
+        self._write(b"data: [DONE]\n\n")
+        if self.run is not None:
+            self.request.unregisterProducer()
+        self.done.callback(None)
