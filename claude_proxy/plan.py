@@ -81,7 +81,7 @@ def child_env(settings: CLISettings, environ: Mapping[str, str], max_tokens: int
 
 def user_line(text: str) -> bytes:
     message = {"type": "user", "message": {"role": "user", "content": text}}
-    return json.dumps(message, ensure_ascii=False).encode("utf-8") + b"\n"
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
 
 
 def build_plan(request: ChatRequest, settings: CLISettings, environ: Mapping[str, str]) -> RunPlan:

@@ -108,7 +108,7 @@ class CLIRun:
                 self._report_error(classify_cli_error(
                     event.text, event.api_error_status, self.runner.reactor.seconds()))
             else:
-                self._report(lambda c: c.cli_finished(event))
+                self._end(lambda c: c.cli_finished(event))
             # The answer is complete; the process should exit on its own now.
             self._cancel_timers()
             self._kill = self._later(self.runner.kill_grace, self.terminate)
@@ -193,13 +193,17 @@ class CLIRun:
             return
         deliver(self.consumer)
 
-    def _report_error(self, error: APIError) -> None:
+    def _end(self, deliver: Any) -> None:
+        """Deliver the one ending; nothing reaches the consumer after it."""
         if self._done:
             return
         self._done = True
         consumer, self.consumer = self.consumer, None
         if consumer is not None:
-            consumer.cli_failed(error)
+            deliver(consumer)
+
+    def _report_error(self, error: APIError) -> None:
+        self._end(lambda c: c.cli_failed(error))
 
     def _cleanup(self) -> None:
         self._cancel_timers()

@@ -1,0 +1,285 @@
+"""
+The HTTP API in memory: StubTreq in front, fake CLI processes (replaying real
+CLI output) behind, a Clock for time.
+"""
+
+import json
+
+import pytest
+from attrs import define
+from treq.testing import StubTreq
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+
+from claude_proxy.app import ProxyAPI
+from claude_proxy.cli import Health
+from claude_proxy.plan import CLISettings
+from claude_proxy.runner import Runner
+
+from tests.fakes import FakeProcessReactor, sample_lines
+
+PARTIAL = sample_lines("cli-2.1.330/stream-json-partial.jsonl")
+URL = "http://proxy/v1/chat/completions"
+
+
+@define
+class FakeProbe:
+    health: Health
+
+    async def check(self):
+        return self.health
+
+
+class Capture(Resource):
+    """Keeps the server-side requests, so a test can drop a connection."""
+
+    isLeaf = True
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.requests = []
+
+    def render(self, request):
+        self.requests.append(request)
+        return self.inner.render(request)
+
+
+@pytest.fixture
+def reactor():
+    return FakeProcessReactor()
+
+
+@pytest.fixture
+def proxy(reactor, tmp_path):
+    runner = Runner(reactor, max_concurrent=1, queue_size=1, kill_grace=5,
+                    scratch_root=str(tmp_path))
+    probe = FakeProbe(Health(True, "/bin/claude", "2.1.330"))
+    api = ProxyAPI(runner, CLISettings("/bin/claude"), probe, {"PATH": "/bin"}, reactor)
+    capture = Capture(api.resource())
+    return api, capture, StubTreq(capture)
+
+
+def answered(d: Deferred) -> bool:
+    out = []
+    d.addBoth(lambda r: out.append(r) or r)
+    return bool(out)
+
+
+def result(d: Deferred):
+    out = []
+    d.addBoth(out.append)
+    assert out, "no answer yet"
+    if isinstance(out[0], Failure):
+        out[0].raiseException()
+    return out[0]
+
+
+def body(model="claude-haiku-4", **over):
+    payload = {"model": model, "messages": [{"role": "user", "content": "hello"}]}
+    payload.update(over)
+    return payload
+
+
+def sse_events(raw: bytes):
+    events = []
+    for block in raw.decode().split("\n\n"):
+        if block.startswith("data: "):
+            data = block[len("data: "):]
+            events.append(data if data == "[DONE]" else json.loads(data))
+    return events
+
+
+def answer(treq, reactor, d, lines=PARTIAL, code=0):
+    treq.flush()
+    reactor.spawned[-1].emit(*lines)
+    reactor.spawned[-1].exit(code)
+    treq.flush()
+    response = result(d)
+    content = treq.content(response)
+    treq.flush()
+    return response, result(content)
+
+
+def test_health_and_models(proxy):
+    api, _, treq = proxy
+    response = result(treq.get("http://proxy/health"))
+    assert response.code == 200
+    health = json.loads(result(treq.content(response)))
+    assert health["cli"] == {"path": "/bin/claude", "version": "2.1.330", "error": None}
+    assert (health["in_flight"], health["queued"]) == (0, 0)
+
+    api.probe.health = Health(False, "/bin/claude", None, "No such file")
+    assert result(treq.get("http://proxy/health")).code == 503
+
+    models = json.loads(result(treq.content(result(treq.get("http://proxy/v1/models")))))
+    assert [m["id"] for m in models["data"]] == ["claude-opus-4", "claude-sonnet-4", "claude-haiku-4"]
+    one = result(treq.get("http://proxy/v1/models/openai/claude-opus-4"))
+    assert one.code == 200
+    assert json.loads(result(treq.content(one)))["id"] == "claude-opus-4"
+    missing = result(treq.get("http://proxy/v1/models/gpt-4"))
+    assert missing.code == 404
+    assert json.loads(result(treq.content(missing)))["error"]["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize("method, path, status", [
+    ("get", "/nowhere", 404), ("get", "/v1/chat/completions", 405),
+    ("post", "/v1/models", 405), ("delete", "/health", 405),
+])
+def test_routing_errors_are_openai_shaped(proxy, method, path, status):
+    _, _, treq = proxy
+    response = result(getattr(treq, method)("http://proxy" + path))
+    assert response.code == status
+    error = json.loads(result(treq.content(response)))["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+
+
+def test_malformed_and_invalid_bodies(proxy, reactor):
+    _, _, treq = proxy
+    response = result(treq.post(URL, data=b"{nope"))
+    assert response.code == 400
+    assert json.loads(result(treq.content(response)))["error"]["code"] == "invalid_json"
+    response = result(treq.post(URL, json=body(messages=[])))
+    assert response.code == 400
+    assert json.loads(result(treq.content(response)))["error"]["param"] == "messages"
+    response = result(treq.post(URL, json=body(model="gpt-4o")))
+    assert response.code == 404
+    assert reactor.spawned == []
+
+
+def test_non_streaming_completion(proxy, reactor):
+    _, _, treq = proxy
+    d = treq.post(URL, json=body(model="openai/claude-haiku-4"))
+    response, raw = answer(treq, reactor, d)
+    assert response.code == 200
+    completion = json.loads(raw)
+    assert completion["object"] == "chat.completion"
+    assert completion["model"] == "claude-haiku-4"
+    assert completion["id"].startswith("chatcmpl-")
+    assert completion["choices"][0]["message"]["content"] == "MOCK REPLY to: hello"
+    assert completion["choices"][0]["finish_reason"] == "stop"
+    assert completion["usage"]["completion_tokens"] == 7
+    assert reactor.spawned[0].args[reactor.spawned[0].args.index("--model") + 1] == "haiku"
+
+
+def test_streaming_with_usage(proxy, reactor):
+    _, _, treq = proxy
+    d = treq.post(URL, json=body(stream=True, stream_options={"include_usage": True}))
+    response, raw = answer(treq, reactor, d)
+    assert response.code == 200
+    assert response.headers.getRawHeaders("content-type") == ["text/event-stream; charset=utf-8"]
+    events = sse_events(raw)
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    assert len({c["id"] for c in chunks}) == 1
+    assert {c["model"] for c in chunks} == {"claude-haiku-4"}
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    texts = [c["choices"][0]["delta"].get("content") for c in chunks[1:-2]]
+    assert texts == ["MOCK RE", "PLY to:", " hello"]
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 7
+
+
+def test_streaming_without_usage_chunk(proxy, reactor):
+    _, _, treq = proxy
+    _, raw = answer(treq, reactor, treq.post(URL, json=body(stream=True)))
+    assert all("usage" not in c for c in sse_events(raw)[:-1])
+
+
+def test_stream_takes_the_result_text_when_deltas_fell_short(proxy, reactor):
+    _, _, treq = proxy
+    _, raw = answer(treq, reactor, treq.post(URL, json=body(stream=True)),
+                    sample_lines("cli-2.1.330/midstream-error-fallback.jsonl"))
+    # The deltas said "partial "; the retried answer is authoritative but cannot
+    # replace text already sent, so only what extends it is added.
+    texts = [c["choices"][0]["delta"].get("content") for c in sse_events(raw)[1:-2]]
+    assert texts == ["partial "]
+
+
+def test_error_before_any_output_is_an_http_status_even_when_streaming(proxy, reactor):
+    _, _, treq = proxy
+    d = treq.post(URL, json=body(stream=True))
+    response, raw = answer(treq, reactor, d, sample_lines("cli-2.1.330/error-401-default-retries.jsonl"), 1)
+    assert response.code == 503
+    assert json.loads(raw)["error"]["code"] == "cli_not_logged_in"
+
+
+def test_error_after_the_stream_started_is_an_sse_error_then_done(proxy, reactor):
+    _, _, treq = proxy
+    d = treq.post(URL, json=body(stream=True))
+    treq.flush()
+    process = reactor.spawned[0]
+    process.emit(*PARTIAL[:4])  # up to the first text delta
+    process.protocol.errReceived(b"fatal: out of memory\n")
+    process.exit(1)
+    treq.flush()
+    response = result(d)
+    raw = result(treq.content(response))
+    assert response.code == 200
+    events = sse_events(raw)
+    assert events[-1] == "[DONE]"
+    assert events[-2]["error"]["code"] == "cli_error"
+    assert "out of memory" in events[-2]["error"]["message"]
+
+
+def test_non_streaming_cli_failure_is_typed_and_the_server_survives(proxy, reactor):
+    _, _, treq = proxy
+    response, raw = answer(treq, reactor, treq.post(URL, json=body()),
+                           sample_lines("cli-2.1.330/error-529-no-retries.jsonl"), 1)
+    assert response.code == 503
+    assert response.headers.getRawHeaders("retry-after") == ["10"]
+    assert json.loads(raw)["error"]["code"] == "upstream_overloaded"
+    response, _ = answer(treq, reactor, treq.post(URL, json=body()))
+    assert response.code == 200
+
+
+def test_headers_go_out_when_the_api_answers_or_after_the_hold(proxy, reactor):
+    _, _, treq = proxy
+    d = treq.post(URL, json=body(stream=True))
+    treq.flush()
+    assert not answered(d)
+    reactor.advance(10)
+    treq.flush()
+    response = result(d)
+    assert response.code == 200
+    reactor.advance(15)
+    treq.flush()
+    reactor.spawned[0].emit(*PARTIAL)
+    reactor.spawned[0].exit(0)
+    treq.flush()
+    raw = result(treq.content(response))
+    assert b": keep-alive\n\n" in raw
+    assert sse_events(raw)[-1] == "[DONE]"
+    assert reactor.getDelayedCalls() == []
+
+
+def test_queue_full_is_429_with_retry_after(proxy, reactor):
+    _, _, treq = proxy
+    first = treq.post(URL, json=body())
+    second = treq.post(URL, json=body())
+    third = treq.post(URL, json=body())
+    treq.flush()
+    response = result(third)
+    assert response.code == 429
+    assert response.headers.getRawHeaders("retry-after") == ["5"]
+    assert json.loads(result(treq.content(response)))["error"]["code"] == "queue_full"
+    assert not answered(first) and not answered(second)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_client_disconnect_terminates_the_cli(proxy, reactor, stream):
+    _, capture, treq = proxy
+    treq.post(URL, json=body(stream=stream))
+    treq.flush()
+    process = reactor.spawned[0]
+    if stream:
+        process.emit(*PARTIAL[:4])
+        treq.flush()
+    capture.requests[0].connectionLost(Failure(ConnectionDone()))
+    assert process.signals == ["TERM"]
+    reactor.advance(5)
+    assert process.signals == ["TERM", "KILL"]
+    process.exit(signal=9)
+    assert reactor.getDelayedCalls() == []

@@ -1,0 +1,66 @@
+import pytest
+
+from claude_proxy.errors import EXCERPT_CHARS, classify_cli_error, classify_exit, excerpt
+
+from tests.fakes import sample_json
+
+NOW = 1_767_000_000.0
+
+
+def result_of(name):
+    return [o for o in sample_json(name) if o["type"] == "result"][-1]
+
+
+def test_real_401_is_not_logged_in():
+    result = result_of("cli-2.1.330/error-401-default-retries.jsonl")
+    error = classify_cli_error(result["result"], result["api_error_status"], NOW)
+    assert (error.status, error.code) == (503, "cli_not_logged_in")
+    assert "/login" in error.message
+
+
+def test_real_529_is_overloaded():
+    result = result_of("cli-2.1.330/error-529-no-retries.jsonl")
+    error = classify_cli_error(result["result"], result["api_error_status"], NOW)
+    assert (error.status, error.code) == (503, "upstream_overloaded")
+
+
+def test_not_logged_in_text_without_status():
+    error = classify_cli_error("Not logged in · Please run /login", None, NOW)
+    assert (error.status, error.code) == (503, "cli_not_logged_in")
+
+
+def test_usage_limit_with_reset_time_gives_retry_after():
+    reset = int(NOW) + 3600
+    error = classify_cli_error(f"Claude AI usage limit reached|{reset}", 429, NOW)
+    assert (error.status, error.code, error.retry_after) == (429, "usage_limit_reached", 3600)
+    assert "resets at" in error.message and str(reset) not in error.message
+
+
+def test_plain_429_is_rate_limited_without_retry_after():
+    error = classify_cli_error("API Error: Request rejected (429) · rate limited", 429, NOW)
+    assert (error.status, error.type, error.retry_after) == (429, "rate_limit_error", None)
+
+
+@pytest.mark.parametrize("text, status, code", [
+    ("API Error: Connection refused", None, "upstream_unreachable"),
+    ("There's an issue with the selected model (claude-x).", None, "model_not_found"),
+    ("API Error: 500 Internal server error", 500, "cli_error"),
+])
+def test_other_failures(text, status, code):
+    assert classify_cli_error(text, status, NOW).code == code
+
+
+def test_exit_without_result_mentions_stderr_briefly():
+    error = classify_exit(1, None, "boom\n" * 500, NOW)
+    assert (error.status, error.code) == (502, "cli_error")
+    assert "exit code 1" in error.message and "boom" in error.message
+    assert len(error.message) < EXCERPT_CHARS + 100
+
+
+def test_exit_by_signal():
+    assert "signal 9" in classify_exit(None, 9, "", NOW).message
+
+
+def test_excerpt_is_one_short_line():
+    assert excerpt("a\nb\t c") == "a b c"
+    assert len(excerpt("x" * 10_000)) == EXCERPT_CHARS

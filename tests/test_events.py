@@ -1,0 +1,49 @@
+from claude_proxy.events import ApiRetry, MessageStart, Result, TextDelta, Usage, parse_line
+
+from tests.fakes import sample_lines
+
+
+def events(name):
+    return [e for e in map(parse_line, sample_lines(name)) if e is not None]
+
+
+def test_partial_stream_gives_deltas_then_result():
+    found = events("cli-2.1.330/stream-json-partial.jsonl")
+    assert found[0] == MessageStart("claude-sonnet-4-5")
+    assert [e.text for e in found if isinstance(e, TextDelta)] == ["MOCK RE", "PLY to:", " hello"]
+    result = found[-1]
+    assert isinstance(result, Result)
+    assert (result.is_error, result.text, result.stop_reason) == (False, "MOCK REPLY to: hello", "end_turn")
+    assert result.usage.output_tokens == 7
+
+
+def test_thinking_deltas_are_not_text():
+    texts = [e.text for e in events("cli-2.1.330/stream-json-thinking.jsonl") if isinstance(e, TextDelta)]
+    assert "".join(texts) == "MOCK REPLY to: hello"
+
+
+def test_error_result_and_retries():
+    found = events("cli-2.1.330/error-401-default-retries.jsonl")
+    retries = [e for e in found if isinstance(e, ApiRetry)]
+    assert [r.attempt for r in retries] == list(range(1, 11))
+    assert all(r.error_status == 401 for r in retries)
+    result = found[-1]
+    assert result.is_error and result.api_error_status == 401
+    assert result.text.startswith("Failed to authenticate")
+
+
+def test_garbage_lines_are_ignored():
+    for line in (b"", b"not json", b"[1,2]", b'{"type":"stream_event","event":7}',
+                 b'{"type":"stream_event","event":{"type":"content_block_delta","delta":"x"}}'):
+        assert parse_line(line) is None
+
+
+def test_usage_counts_cached_tokens_as_prompt_tokens():
+    usage = Usage.from_cli({"input_tokens": 11, "output_tokens": 7,
+                            "cache_read_input_tokens": 5, "cache_creation_input_tokens": 3})
+    assert usage.to_openai() == {
+        "prompt_tokens": 19, "completion_tokens": 7, "total_tokens": 26,
+        "prompt_tokens_details": {"cached_tokens": 5},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
+    assert Usage.from_cli(None) == Usage()

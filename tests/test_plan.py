@@ -1,0 +1,70 @@
+import json
+
+from claude_proxy.chat import parse_chat_request
+from claude_proxy.plan import CLISettings, build_plan
+
+ENVIRON = {
+    "PATH": "/usr/bin", "HOME": "/home/u", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+    "HTTPS_PROXY": "http://proxy:3128", "CLAUDE_CONFIG_DIR": "/home/u/.claude",
+    "ANTHROPIC_API_KEY": "sk-secret", "ANTHROPIC_AUTH_TOKEN": "tok",
+    "ANTHROPIC_BASE_URL": "http://evil", "AWS_SECRET_ACCESS_KEY": "x", "PYTHONPATH": "/x",
+}
+
+
+def plan_for(body=None, settings=None):
+    body = body or {"model": "claude-opus-4", "messages": [
+        {"role": "system", "content": "SYSTEM" * 40_000},
+        {"role": "user", "content": "PROMPT" * 40_000},
+    ]}
+    return build_plan(parse_chat_request(body), settings or CLISettings("/bin/claude"), ENVIRON)
+
+
+def test_prompts_never_reach_argv():
+    plan = plan_for()
+    argv = plan.argv("/scratch/system-prompt.txt")
+    assert not any("SYSTEM" in a or "PROMPT" in a for a in argv)
+    assert argv[argv.index("--system-prompt-file") + 1] == "/scratch/system-prompt.txt"
+    assert plan.system_prompt == "SYSTEM" * 40_000
+    line = json.loads(plan.stdin)
+    assert line == {"type": "user", "message": {"role": "user", "content": "PROMPT" * 40_000}}
+    assert plan.stdin.endswith(b"\n") and plan.stdin.count(b"\n") == 1
+
+
+def test_argv_runs_sandboxed_stream_json():
+    argv = plan_for().argv("f")
+    assert argv[:2] == ["/bin/claude", "-p"]
+    pairs = {argv[i]: argv[i + 1] for i in range(len(argv) - 1)}
+    assert pairs["--model"] == "opus"
+    assert pairs["--output-format"] == pairs["--input-format"] == "stream-json"
+    assert pairs["--tools"] == "" and pairs["--setting-sources"] == ""
+    for flag in ("--verbose", "--include-partial-messages", "--strict-mcp-config",
+                 "--no-session-persistence"):
+        assert flag in argv
+    assert "--bare" not in argv
+
+
+def test_environment_is_an_allowlist():
+    env = plan_for().env
+    for kept in ("PATH", "HOME", "LANG", "LC_ALL", "HTTPS_PROXY", "CLAUDE_CONFIG_DIR"):
+        assert env[kept] == ENVIRON[kept]
+    for dropped in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL",
+                    "AWS_SECRET_ACCESS_KEY", "PYTHONPATH"):
+        assert dropped not in env
+    assert env["CLAUDE_CODE_DISABLE_AUTO_MEMORY"] == "1"
+    assert env["DISABLE_AUTOUPDATER"] == "1"
+    assert env["CLAUDE_CODE_MAX_RETRIES"] == "1"
+
+
+def test_cli_env_is_the_explicit_way_in():
+    settings = CLISettings("/bin/claude", 0, (("ANTHROPIC_BASE_URL", "http://127.0.0.1:1"),))
+    env = plan_for(settings=settings).env
+    assert env["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:1"
+    assert env["CLAUDE_CODE_MAX_RETRIES"] == "0"
+    assert "ANTHROPIC_API_KEY" not in env
+
+
+def test_max_tokens_reaches_the_cli():
+    plan = plan_for({"model": "sonnet", "max_tokens": 64,
+                     "messages": [{"role": "user", "content": "hi"}]})
+    assert plan.env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] == "64"
+    assert "CLAUDE_CODE_MAX_OUTPUT_TOKENS" not in plan_for().env

@@ -1,0 +1,265 @@
+import os
+
+import pytest
+from attrs import define, field
+
+from claude_proxy.chat import parse_chat_request
+from claude_proxy.errors import APIError
+from claude_proxy.events import Result, TextDelta
+from claude_proxy.plan import CLISettings, build_plan
+from claude_proxy.runner import Runner
+
+from tests.fakes import FakeProcessReactor, sample_lines
+
+PARTIAL = sample_lines("cli-2.1.330/stream-json-partial.jsonl")
+
+
+@define(eq=False)
+class Recorder:
+    events: list = field(factory=list)
+    result: Result | None = None
+    error: APIError | None = None
+    endings: int = 0
+
+    def cli_event(self, event):
+        self.events.append(event)
+
+    def cli_finished(self, result):
+        self.result = result
+        self.endings += 1
+
+    def cli_failed(self, error):
+        self.error = error
+        self.endings += 1
+
+
+def plan(system="be brief"):
+    body = {"model": "claude-haiku-4", "messages": [
+        {"role": "system", "content": system}, {"role": "user", "content": "hello"}]}
+    return build_plan(parse_chat_request(body), CLISettings("/bin/claude"), {"PATH": "/bin"})
+
+
+@pytest.fixture
+def reactor():
+    return FakeProcessReactor()
+
+
+@pytest.fixture
+def runner(reactor, tmp_path):
+    return Runner(reactor, max_concurrent=2, queue_size=1, timeout=600, idle_timeout=180,
+                  kill_grace=5, scratch_root=str(tmp_path))
+
+
+def test_spawn_writes_stdin_once_and_prompt_to_a_private_file(runner, reactor, tmp_path):
+    recorder = Recorder()
+    runner.submit(plan(system="SECRET SYSTEM"), recorder)
+    [process] = reactor.spawned
+    assert process.stdin_closed and b'"content":"hello"' in bytes(process.stdin)
+    prompt_file = process.args[process.args.index("--system-prompt-file") + 1]
+    assert open(prompt_file).read() == "SECRET SYSTEM"
+    assert oct(os.stat(prompt_file).st_mode & 0o777) == "0o600"
+    assert process.path == os.path.dirname(prompt_file)
+    assert process.path.startswith(str(tmp_path))
+    assert process.env["CLAUDE_CODE_TMPDIR"].startswith(process.path)
+    assert not any("SECRET" in arg for arg in process.args)
+
+
+def test_events_then_result_then_cleanup(runner, reactor):
+    recorder = Recorder()
+    run = runner.submit(plan(), recorder)
+    [process] = reactor.spawned
+    workdir = process.path
+    process.emit(*PARTIAL)
+    assert [e.text for e in recorder.events if isinstance(e, TextDelta)] == [
+        "MOCK RE", "PLY to:", " hello"]
+    assert recorder.result.text == "MOCK REPLY to: hello"
+    assert runner.in_flight == 1  # until the process is reaped
+    process.exit(0)
+    assert runner.in_flight == 0 and run.exited.called
+    assert not os.path.exists(workdir)
+    assert reactor.getDelayedCalls() == []
+    assert recorder.endings == 1
+
+
+def test_lines_split_across_reads(runner, reactor):
+    recorder = Recorder()
+    runner.submit(plan(), recorder)
+    [process] = reactor.spawned
+    data = b"\n".join(PARTIAL) + b"\n"
+    for i in range(0, len(data), 7):
+        process.protocol.outReceived(data[i:i + 7])
+    assert recorder.result is not None
+    assert "".join(e.text for e in recorder.events if isinstance(e, TextDelta)) == "MOCK REPLY to: hello"
+
+
+def test_error_result_is_classified(runner, reactor):
+    recorder = Recorder()
+    runner.submit(plan(), recorder)
+    reactor.spawned[0].emit(*sample_lines("cli-2.1.330/error-401-default-retries.jsonl"))
+    assert recorder.error.code == "cli_not_logged_in"
+    assert recorder.result is None
+
+
+def test_exit_without_result_is_an_error_with_stderr(runner, reactor):
+    recorder = Recorder()
+    runner.submit(plan(), recorder)
+    process = reactor.spawned[0]
+    process.protocol.errReceived(b"Error: something broke\n")
+    process.exit(1)
+    assert recorder.error.status == 502
+    assert "something broke" in recorder.error.message
+    assert reactor.getDelayedCalls() == []
+
+
+def test_process_that_lingers_after_result_is_terminated(runner, reactor):
+    recorder = Recorder()
+    runner.submit(plan(), recorder)
+    process = reactor.spawned[0]
+    process.emit(*PARTIAL)
+    reactor.advance(5)
+    assert process.signals == ["TERM"]
+    reactor.advance(5)
+    assert process.signals == ["TERM", "KILL"]
+    process.exit(signal=9)
+    assert recorder.endings == 1 and recorder.error is None
+    assert reactor.getDelayedCalls() == []
+
+
+def test_cancel_sends_term_then_kill_and_reports_nothing(runner, reactor):
+    recorder = Recorder()
+    run = runner.submit(plan(), recorder)
+    process = reactor.spawned[0]
+    run.cancel()
+    assert process.signals == ["TERM"]
+    reactor.advance(4.9)
+    assert process.signals == ["TERM"]
+    reactor.advance(0.1)
+    assert process.signals == ["TERM", "KILL"]
+    process.exit(signal=9)
+    assert recorder.endings == 0
+    assert reactor.getDelayedCalls() == [] and runner.in_flight == 0
+
+
+def test_term_is_enough_when_the_process_exits(runner, reactor):
+    run = runner.submit(plan(), Recorder())
+    process = reactor.spawned[0]
+    run.cancel()
+    process.exit(signal=15)
+    reactor.advance(100)
+    assert process.signals == ["TERM"]
+    assert reactor.getDelayedCalls() == []
+
+
+def test_idle_timeout_resets_on_output(runner, reactor):
+    recorder = Recorder()
+    runner.submit(plan(), recorder)
+    process = reactor.spawned[0]
+    reactor.advance(179)
+    process.emit(PARTIAL[0])
+    reactor.advance(179)
+    assert recorder.error is None
+    reactor.advance(1)
+    assert (recorder.error.status, recorder.error.code) == (504, "cli_idle_timeout")
+    assert process.signals == ["TERM"]
+    process.exit(signal=15)
+    assert reactor.getDelayedCalls() == []
+
+
+def test_paused_client_does_not_count_as_idle(runner, reactor):
+    recorder = Recorder()
+    run = runner.submit(plan(), recorder)
+    process = reactor.spawned[0]
+    run.pauseProducing()
+    assert process.paused
+    reactor.advance(300)
+    assert recorder.error is None
+    run.resumeProducing()
+    assert not process.paused
+    reactor.advance(180)
+    assert recorder.error.code == "cli_idle_timeout"
+
+
+def test_total_timeout(runner, reactor):
+    recorder = Recorder()
+    runner.submit(plan(), recorder)
+    process = reactor.spawned[0]
+    for _ in range(10):
+        reactor.advance(60)
+        process.emit(PARTIAL[0])
+    assert (recorder.error.status, recorder.error.code) == (504, "cli_total_timeout")
+    assert process.signals == ["TERM"]
+
+
+def test_queue_then_429(runner, reactor):
+    first, second, third = Recorder(), Recorder(), Recorder()
+    runs = [runner.submit(plan(), r) for r in (first, second, third)]
+    assert len(reactor.spawned) == 2 and runner.waiting == 1
+    with pytest.raises(APIError) as caught:
+        runner.submit(plan(), Recorder())
+    assert (caught.value.status, caught.value.code) == (429, "queue_full")
+    assert caught.value.retry_after is not None
+    reactor.spawned[0].emit(*PARTIAL)
+    reactor.spawned[0].exit(0)
+    assert len(reactor.spawned) == 3 and runner.waiting == 0
+    reactor.spawned[2].emit(*PARTIAL)
+    assert third.result is not None
+    assert runs[2].transport is reactor.spawned[2]
+
+
+def test_cancel_while_queued_never_spawns(runner, reactor):
+    runner.submit(plan(), Recorder())
+    runner.submit(plan(), Recorder())
+    queued = runner.submit(plan(), Recorder())
+    queued.cancel()
+    assert runner.waiting == 0 and queued.exited.called
+    reactor.spawned[0].exit(1)
+    assert len(reactor.spawned) == 2
+
+
+def test_queued_request_times_out_in_total(runner, reactor):
+    runner.submit(plan(), Recorder())
+    runner.submit(plan(), Recorder())
+    waiting = Recorder()
+    runner.submit(plan(), waiting)
+    reactor.advance(600)
+    assert waiting.error.code == "cli_total_timeout"
+    assert runner.waiting == 0
+
+
+def test_spawn_failure_is_a_503(runner, reactor):
+    reactor.fail_spawn = FileNotFoundError(2, "No such file or directory")
+    recorder = Recorder()
+    run = runner.submit(plan(), recorder)
+    assert (recorder.error.status, recorder.error.code) == (503, "cli_unavailable")
+    assert run.exited.called and runner.in_flight == 0
+    assert reactor.getDelayedCalls() == []
+
+
+def test_runaway_line_is_stopped(runner, reactor):
+    recorder = Recorder()
+    runner.submit(plan(), recorder)
+    process = reactor.spawned[0]
+    process.protocol._max_line = 1000
+    process.protocol.outReceived(b"x" * 600)
+    process.protocol.outReceived(b"x" * 600)
+    assert recorder.error.status == 502
+    assert process.signals == ["TERM"]
+
+
+def test_stop_service_ends_everything(runner, reactor):
+    runner.startService()
+    recorders = [Recorder() for _ in range(3)]
+    for r in recorders:
+        runner.submit(plan(), r)
+    stopped = runner.stopService()
+    assert [r.error.code for r in recorders] == ["shutting_down"] * 3
+    assert [p.signals for p in reactor.spawned] == [["TERM"], ["TERM"]]
+    assert not stopped.called
+    reactor.advance(5)
+    assert [p.signals for p in reactor.spawned] == [["TERM", "KILL"]] * 2
+    for p in reactor.spawned:
+        p.exit(signal=9)
+    assert stopped.called
+    assert len(reactor.spawned) == 2
+    with pytest.raises(APIError):
+        runner.submit(plan(), Recorder())
