@@ -132,6 +132,7 @@ def makeService(options: Options, reactor: Any = None,
     top = ProxyService()
     runner = Runner(reactor, options["max-concurrent"], options["queue"],
                     options["timeout"], options["idle-timeout"])
+    runner.setName("runner")
     runner.setServiceParent(top)
     probe = CLIProbe(reactor, claude, child_env(settings, environ, None))
     api = ProxyAPI(runner, settings, probe, environ, reactor)
