@@ -1,0 +1,176 @@
+"""
+What the proxy adds over running the Claude Code CLI yourself.
+
+Starts the mock Anthropic API (tests/mock_anthropic.py) and the daemon
+(`twistd -n claudeproxy`), then alternates the same streamed request through
+the bare CLI (same argv and environment as the proxy builds) and through the
+proxy, timing spawn/request → first text and → end. Prints a markdown table
+and writes the raw figures to bench/results/.
+
+    python bench/bench.py --cli .cache/cli/node_modules/.bin/claude -n 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from claude_proxy.chat import parse_chat_request  # noqa: E402
+from claude_proxy.plan import CLISettings, build_plan  # noqa: E402
+
+PROMPT = "Say hello"
+BODY = {"model": "claude-sonnet-4", "stream": True,
+        "messages": [{"role": "system", "content": "Be brief."},
+                     {"role": "user", "content": PROMPT}]}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_mock() -> tuple[subprocess.Popen, str]:
+    mock = subprocess.Popen([sys.executable, "-m", "tests.mock_anthropic", "--port", "0"],
+                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    line = mock.stdout.readline().split()
+    if line[:1] != ["LISTENING"]:
+        raise SystemExit(f"mock did not start: {line}")
+    return mock, f"http://127.0.0.1:{line[1]}"
+
+
+def scratch_env(base: Path) -> dict:
+    home = base / "home"
+    (home / ".claude").mkdir(parents=True)
+    return {"PATH": os.environ["PATH"], "HOME": str(home),
+            "CLAUDE_CONFIG_DIR": str(home / ".claude")}
+
+
+def bare_cli_once(cli: str, env: dict, cli_env: tuple, work: Path) -> tuple[float, float]:
+    """The CLI run directly, exactly as the proxy would run it."""
+    plan = build_plan(parse_chat_request(BODY), CLISettings(cli, 0, cli_env), env)
+    prompt_file = work / "system-prompt.txt"
+    prompt_file.write_text(plan.system_prompt)
+    started = time.perf_counter()
+    proc = subprocess.Popen(plan.argv(str(prompt_file)), env=dict(plan.env), cwd=work,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc.stdin.write(plan.stdin)
+    proc.stdin.close()
+    first = None
+    for line in proc.stdout:
+        if first is None and b'"text_delta"' in line:
+            first = time.perf_counter()
+        if line.startswith(b'{"type":"result"') or b'"type":"result"' in line[:200]:
+            break
+    total = time.perf_counter()
+    proc.wait()
+    return first - started, total - started
+
+
+def proxy_once(port: int) -> tuple[float, float]:
+    started = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("POST", "/v1/chat/completions", json.dumps(BODY),
+                 {"content-type": "application/json"})
+    response = conn.getresponse()
+    first = None
+    for line in response:
+        if first is None and line.startswith(b"data: ") and b'"content":"' in line \
+                and b'"content":""' not in line:
+            first = time.perf_counter()
+        if line.startswith(b"data: [DONE]"):
+            break
+    total = time.perf_counter()
+    conn.close()
+    return first - started, total - started
+
+
+def wait_healthy(port: int, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit("the daemon exited during start-up")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("the daemon did not become healthy")
+
+
+def summary(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return statistics.median(ordered) * 1000, p95 * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cli", default=shutil.which("claude"), help="the Claude Code CLI")
+    parser.add_argument("-n", type=int, default=30, help="requests per side")
+    args = parser.parse_args()
+    if not args.cli:
+        raise SystemExit("no Claude Code CLI: pass --cli")
+
+    mock, mock_url = start_mock()
+    base = Path(tempfile.mkdtemp(prefix="claude-proxy-bench-"))
+    env = scratch_env(base)
+    cli_env = (("ANTHROPIC_BASE_URL", mock_url), ("ANTHROPIC_API_KEY", "sk-bench"))
+    port = free_port()
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "twisted", "-n", "--pidfile=", "claudeproxy", "--claude", args.cli,
+         "--listen", f"tcp:{port}:interface=127.0.0.1", "--cli-retries", "0",
+         *[a for name, value in cli_env for a in ("--cli-env", f"{name}={value}")]],
+        cwd=base, env={**env, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_healthy(port, daemon)
+        work = base / "bare"
+        work.mkdir()
+        bare_cli_once(args.cli, env, cli_env, work)  # warm the page cache for both sides
+        proxy_once(port)
+        bare, proxied = [], []
+        for _ in range(args.n):
+            bare.append(bare_cli_once(args.cli, env, cli_env, work))
+            proxied.append(proxy_once(port))
+    finally:
+        daemon.terminate()
+        mock.terminate()
+        daemon.wait()
+        mock.wait()
+        shutil.rmtree(base, ignore_errors=True)
+
+    rows = []
+    for what, index in (("time to first token", 0), ("total", 1)):
+        b_med, b_p95 = summary([s[index] for s in bare])
+        p_med, p_p95 = summary([s[index] for s in proxied])
+        rows.append((what, b_med, b_p95, p_med, p_p95))
+    print(f"n = {args.n} streamed requests each, alternating; mock API on loopback\n")
+    print("| measure | bare CLI median | p95 | proxy median | p95 | added (median) | ratio |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for what, b_med, b_p95, p_med, p_p95 in rows:
+        print(f"| {what} | {b_med:.0f} ms | {b_p95:.0f} ms | {p_med:.0f} ms | {p_p95:.0f} ms "
+              f"| {p_med - b_med:+.1f} ms | {p_med / b_med:.3f} |")
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"bench-{int(time.time())}.json").write_text(json.dumps(
+        {"n": args.n, "bare": bare, "proxy": proxied}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
