@@ -133,7 +133,8 @@ def main() -> None:
     cli_env = (("ANTHROPIC_BASE_URL", mock_url), ("ANTHROPIC_API_KEY", "sk-bench"))
     port = free_port()
     daemon = subprocess.Popen(
-        [sys.executable, "-m", "twisted", "-n", "--pidfile=", "claudeproxy", "--claude", args.cli,
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+         "-n", "--pidfile=", "claudeproxy", "--claude", args.cli,
          "--listen", f"tcp:{port}:interface=127.0.0.1", "--cli-retries", "0",
          *[a for name, value in cli_env for a in ("--cli-env", f"{name}={value}")]],
         cwd=base, env={**env, "PYTHONPATH": str(ROOT)},

@@ -21,8 +21,7 @@ INHERITED = frozenset({
     "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",
     "http_proxy", "https_proxy", "no_proxy", "all_proxy",
     "NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "SSL_CERT_DIR",
-    "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR",
-    "CLAUDE_CONFIG_DIR", "CLAUDE_CODE_OAUTH_TOKEN", "CLAUDE_SECURESTORAGE_CONFIG_DIR",
+    "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "CLAUDE_CODE_OAUTH_TOKEN",
 })
 
 # Set for every run: a daemon's CLI must not update itself, phone home, write
@@ -38,11 +37,17 @@ FIXED_ENV = {
 # Flags that keep the user's own Claude Code setup out of proxied runs: no
 # built-in tools, no settings/hooks/plugins, no MCP servers, no CLAUDE.md,
 # no session files. Not --bare: it turns OAuth (subscription) login off.
+# --restricted also keeps auto-memory out; --disable-slash-commands stops a
+# prompt like "/model opus" from running as a CLI command. Measured against
+# CLI 2.1.330: with these, no CLAUDE.md, memory, hook, MCP server or settings
+# env of the user's reaches the API request or runs.
 ISOLATION_ARGS = (
     "--tools", "",
     "--setting-sources", "",
     "--strict-mcp-config",
     "--no-session-persistence",
+    "--restricted",
+    "--disable-slash-commands",
 )
 
 
@@ -72,6 +77,12 @@ class RunPlan:
 def child_env(settings: CLISettings, environ: Mapping[str, str], max_tokens: int | None) -> dict:
     env = {k: v for k, v in environ.items() if k in INHERITED or k.startswith("LC_")}
     env.update(FIXED_ENV)
+    # Each run gets a scratch CLAUDE_CONFIG_DIR (the runner makes it), so the
+    # user's .claude.json (account e-mail, projects) stays out of prompts. The
+    # login is found through this instead: the user's config dir, or "" for the
+    # CLI's default (~/.claude, or the default keychain item on macOS).
+    env["CLAUDE_SECURESTORAGE_CONFIG_DIR"] = environ.get(
+        "CLAUDE_SECURESTORAGE_CONFIG_DIR", environ.get("CLAUDE_CONFIG_DIR", ""))
     env["CLAUDE_CODE_MAX_RETRIES"] = str(settings.max_retries)
     if max_tokens is not None:
         env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] = str(max_tokens)
@@ -80,6 +91,10 @@ def child_env(settings: CLISettings, environ: Mapping[str, str], max_tokens: int
 
 
 def user_line(text: str) -> bytes:
+    # The CLI runs a user message that starts with "/" as a slash command even
+    # with --disable-slash-commands; a leading space makes it plain text.
+    if text.startswith("/"):
+        text = " " + text
     message = {"type": "user", "message": {"role": "user", "content": text}}
     return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
 

@@ -76,9 +76,12 @@ class CLIRun:
             fd = os.open(prompt_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(self.plan.system_prompt)
-            tmp = os.path.join(self._workdir, "tmp")
-            os.mkdir(tmp, 0o700)
-            env = {**self.plan.env, "CLAUDE_CODE_TMPDIR": tmp}
+            scratch = {}
+            for name, variable in (("tmp", "CLAUDE_CODE_TMPDIR"), ("config", "CLAUDE_CONFIG_DIR")):
+                scratch[variable] = os.path.join(self._workdir, name)
+                os.mkdir(scratch[variable], 0o700)
+            # --cli-env may still name its own config dir.
+            env = {**scratch, **self.plan.env}
             argv = self.plan.argv(prompt_file)
             self.transport = self.runner.reactor.spawnProcess(
                 LineProcessProtocol(self, self.plan.stdin), argv[0], argv,

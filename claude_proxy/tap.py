@@ -103,9 +103,10 @@ class ProxyService(service.MultiService):
     start-up with a plain message rather than a traceback.
     """
 
-    def startService(self) -> None:
+    def privilegedStartService(self) -> None:
+        # twistd binds ports here, before dropping privileges.
         try:
-            super().startService()
+            super().privilegedStartService()
         except CannotListenError as e:
             raise SystemExit(
                 f"claude-proxy: cannot listen on {e.interface or '*'}:{e.port}: {e.socketError}. "

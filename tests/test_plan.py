@@ -38,15 +38,18 @@ def test_argv_runs_sandboxed_stream_json():
     assert pairs["--output-format"] == pairs["--input-format"] == "stream-json"
     assert pairs["--tools"] == "" and pairs["--setting-sources"] == ""
     for flag in ("--verbose", "--include-partial-messages", "--strict-mcp-config",
-                 "--no-session-persistence"):
+                 "--no-session-persistence", "--restricted", "--disable-slash-commands"):
         assert flag in argv
     assert "--bare" not in argv
 
 
 def test_environment_is_an_allowlist():
     env = plan_for().env
-    for kept in ("PATH", "HOME", "LANG", "LC_ALL", "HTTPS_PROXY", "CLAUDE_CONFIG_DIR"):
+    for kept in ("PATH", "HOME", "LANG", "LC_ALL", "HTTPS_PROXY"):
         assert env[kept] == ENVIRON[kept]
+    # The login is read from the user's config dir; everything else from a scratch one.
+    assert "CLAUDE_CONFIG_DIR" not in env
+    assert env["CLAUDE_SECURESTORAGE_CONFIG_DIR"] == "/home/u/.claude"
     for dropped in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL",
                     "AWS_SECRET_ACCESS_KEY", "PYTHONPATH"):
         assert dropped not in env
@@ -68,3 +71,15 @@ def test_max_tokens_reaches_the_cli():
                      "messages": [{"role": "user", "content": "hi"}]})
     assert plan.env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] == "64"
     assert "CLAUDE_CODE_MAX_OUTPUT_TOKENS" not in plan_for().env
+
+
+def test_default_login_location_when_no_config_dir_is_set():
+    environ = {k: v for k, v in ENVIRON.items() if k != "CLAUDE_CONFIG_DIR"}
+    plan = build_plan(parse_chat_request({"model": "opus", "messages": [
+        {"role": "user", "content": "hi"}]}), CLISettings("/bin/claude"), environ)
+    assert plan.env["CLAUDE_SECURESTORAGE_CONFIG_DIR"] == ""
+
+
+def test_slash_commands_in_prompts_stay_text():
+    plan = plan_for({"model": "sonnet", "messages": [{"role": "user", "content": "/model opus"}]})
+    assert json.loads(plan.stdin)["message"]["content"] == " /model opus"

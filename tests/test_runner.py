@@ -61,6 +61,7 @@ def test_spawn_writes_stdin_once_and_prompt_to_a_private_file(runner, reactor, t
     assert process.path == os.path.dirname(prompt_file)
     assert process.path.startswith(str(tmp_path))
     assert process.env["CLAUDE_CODE_TMPDIR"].startswith(process.path)
+    assert process.env["CLAUDE_CONFIG_DIR"].startswith(process.path)
     assert not any("SECRET" in arg for arg in process.args)
 
 
