@@ -63,4 +63,6 @@ def test_foreground_serves_and_stops_on_sigterm(cli_path, tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0, out
+    # twistd ends by re-raising the signal that stopped it, after a clean shutdown.
+    assert proc.returncode in (0, -signal.SIGTERM), out
+    assert "Server Shut Down." in out
