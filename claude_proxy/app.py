@@ -79,6 +79,9 @@ class ProxyAPI:
         try:
             chat = parse_chat_request(parse_body(request.content.read()))
             model = chat.model.id
+            if chat.not_honoured:
+                log.warn("{request_id}: not yet passed to the model: {params}",
+                         request_id=completion_id, params=", ".join(chat.not_honoured))
             plan = build_plan(chat, self.settings, self.environ)
             created = int(self.clock.seconds())
             if chat.stream:

@@ -15,6 +15,8 @@ from claude_proxy.models import ModelChoice, resolve
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 SYSTEM_ROLES = frozenset({"system", "developer"})
+# Accepted so that real clients work, but not yet passed to the model.
+NOT_YET_HONOURED = ("tools", "tool_choice", "response_format", "reasoning_effort", "stop")
 
 # The CLI's stop reasons, in OpenAI's words.
 FINISH_REASONS = {
@@ -42,6 +44,7 @@ class ChatRequest:
     stream: bool = False
     include_usage: bool = False
     max_tokens: int | None = None
+    not_honoured: tuple[str, ...] = ()
 
 
 def parse_body(body: bytes) -> dict:
@@ -157,6 +160,7 @@ def parse_chat_request(body: dict) -> ChatRequest:
         stream=bool(stream),
         include_usage=bool(stream and options.get("include_usage")),
         max_tokens=max_tokens,
+        not_honoured=tuple(k for k in NOT_YET_HONOURED if body.get(k)),
     )
 
 

@@ -44,6 +44,13 @@ def test_what_real_clients_send_is_accepted():
     assert chat.system == "S1\n\nS2"
     assert prompt_text(chat.turns) == "first\n\nsecond"
     assert (chat.stream, chat.include_usage, chat.max_tokens) == (True, True, 100)
+    assert chat.not_honoured == ()
+
+
+def test_parameters_not_yet_honoured_are_reported():
+    chat = request(tools=[{"type": "function", "function": {"name": "f"}}], tool_choice="auto",
+                   stop=None)
+    assert chat.not_honoured == ("tools", "tool_choice")
 
 
 def test_include_usage_needs_stream():
