@@ -62,21 +62,33 @@ def scratch_env(base: Path) -> dict:
 def bare_cli_once(cli: str, env: dict, cli_env: tuple, work: Path) -> tuple[float, float]:
     """The CLI run directly, exactly as the proxy would run it."""
     plan = build_plan(parse_chat_request(BODY), CLISettings(cli, 0, cli_env), env)
-    prompt_file = work / "system-prompt.txt"
+    run = Path(tempfile.mkdtemp(dir=work))
+    prompt_file = run / "system-prompt.txt"
     prompt_file.write_text(plan.system_prompt)
+    # The per-run scratch dirs the proxy's runner makes, made the same way here.
+    for name in ("tmp", "config"):
+        (run / name).mkdir()
+    env = {"CLAUDE_CODE_TMPDIR": str(run / "tmp"), "CLAUDE_CONFIG_DIR": str(run / "config"),
+           **plan.env}
     started = time.perf_counter()
-    proc = subprocess.Popen(plan.argv(str(prompt_file)), env=dict(plan.env), cwd=work,
+    proc = subprocess.Popen(plan.argv(str(prompt_file)), env=env, cwd=run, bufsize=0,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     proc.stdin.write(plan.stdin)
     proc.stdin.close()
+    # Raw reads, not line iteration, so the bare side is timed as tightly as possible.
     first = None
-    for line in proc.stdout:
-        if first is None and b'"text_delta"' in line:
-            first = time.perf_counter()
-        if line.startswith(b'{"type":"result"') or b'"type":"result"' in line[:200]:
+    seen = b""
+    fd = proc.stdout.fileno()
+    while b'"type":"result"' not in seen:
+        data = os.read(fd, 1 << 16)
+        if not data:
             break
+        seen = seen[-64:] + data
+        if first is None and b'"text_delta"' in seen:
+            first = time.perf_counter()
     total = time.perf_counter()
     proc.wait()
+    shutil.rmtree(run)
     return first - started, total - started
 
 
@@ -96,6 +108,17 @@ def proxy_once(port: int) -> tuple[float, float]:
     total = time.perf_counter()
     conn.close()
     return first - started, total - started
+
+
+def wait_idle(port: int) -> None:
+    """The proxy answers at the result line; its CLI exits just after. Let it, so
+    the next bare run does not share the CPU with it."""
+    while True:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/health")
+        if json.loads(conn.getresponse().read())["in_flight"] == 0:
+            return
+        time.sleep(0.01)
 
 
 def wait_healthy(port: int, proc: subprocess.Popen) -> None:
@@ -149,6 +172,7 @@ def main() -> None:
         for _ in range(args.n):
             bare.append(bare_cli_once(args.cli, env, cli_env, work))
             proxied.append(proxy_once(port))
+            wait_idle(port)
     finally:
         daemon.terminate()
         mock.terminate()

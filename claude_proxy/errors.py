@@ -7,7 +7,6 @@ exit status, the tail of stderr) and gets back the error the client should see.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timezone
 
 from attrs import frozen
@@ -63,10 +62,10 @@ NOT_LOGGED_IN = (
 # How much of the CLI's own words a client may see: enough to act on, not a dump.
 EXCERPT_CHARS = 300
 
-_RESET_EPOCH = re.compile(r"\|(\d{9,11})\b")
 _LOGIN_HINTS = ("not logged in", "/login", "failed to authenticate", "invalid api key",
                 "oauth token has expired", "authentication_error")
-_LIMIT_HINTS = ("usage limit", "limit reached", "hit your limit", "rate limit", "rate_limit")
+_USAGE_HINTS = ("hit your",)  # "... (not your usage limit)" is a plain rate limit
+_LIMIT_HINTS = ("rate limit", "rate_limit", "request rejected (429)", "limiting requests")
 _OVERLOAD_HINTS = ("overloaded", "server-side issue")
 
 
@@ -80,45 +79,29 @@ def excerpt(text: str) -> str:
     return flat
 
 
-def _retry_after(text: str, now: float) -> int | None:
-    """
-    Seconds until a usage limit resets, when the CLI's message says when.
-
-    Subscription limits come back as "...limit reached|<unix seconds>".
-    """
-    found = _RESET_EPOCH.search(text)
-    if found is None:
-        return None
-    return max(1, int(found.group(1)) - int(now))
-
-
-def _reset_phrase(text: str, now: float) -> str:
-    found = _RESET_EPOCH.search(text)
-    if found is None:
-        return ""
-    at = datetime.fromtimestamp(int(found.group(1)), timezone.utc)
-    return f" It resets at {at:%Y-%m-%d %H:%M} UTC."
-
-
-def classify_cli_error(text: str, api_status: int | None, now: float) -> APIError:
+def classify_cli_error(text: str, api_status: int | None, now: float,
+                       resets_at: int | None = None) -> APIError:
     """
     Map the text of an error result (and the API status the CLI reports) to the
-    error a client should get.
+    error a client should get. `resets_at` is when a rejected subscription
+    limit resets (unix seconds), from the CLI's rate_limit_event.
     """
     lowered = text.lower()
-    shown = excerpt(_RESET_EPOCH.sub("", text))
+    shown = excerpt(text)
     if api_status in (401, 403) or any(h in lowered for h in _LOGIN_HINTS):
         return APIError(503, f"{NOT_LOGGED_IN} (CLI said: {shown})", "server_error",
                         "cli_not_logged_in")
-    if api_status == 429 or any(h in lowered for h in _LIMIT_HINTS):
-        usage = "usage limit" in lowered or "hit your limit" in lowered or "|" in text
+    usage = resets_at is not None or any(h in lowered for h in _USAGE_HINTS)
+    if api_status == 429 or usage or any(h in lowered for h in _LIMIT_HINTS):
+        when = ""
+        if resets_at is not None:
+            when = f" It resets at {datetime.fromtimestamp(resets_at, timezone.utc):%Y-%m-%d %H:%M} UTC."
         return APIError(
             429,
-            f"Claude {'usage' if usage else 'rate'} limit reached.{_reset_phrase(text, now)} "
-            f"(CLI said: {shown})",
+            f"Claude {'usage' if usage else 'rate'} limit reached.{when} (CLI said: {shown})",
             "rate_limit_error",
             "usage_limit_reached" if usage else "rate_limit_exceeded",
-            retry_after=_retry_after(text, now),
+            retry_after=max(1, resets_at - int(now)) if resets_at is not None else None,
         )
     if api_status in (503, 529) or any(h in lowered for h in _OVERLOAD_HINTS):
         return APIError(503, f"Claude is overloaded; try again shortly. (CLI said: {shown})",

@@ -82,7 +82,16 @@ class Result:
     usage: Usage
 
 
-Event = MessageStart | TextDelta | ApiRetry | Result
+@frozen
+class RateLimit:
+    """A subscription limit the API reported (rate_limit_event), e.g. the 5-hour window."""
+
+    status: str
+    resets_at: int | None
+    kind: str
+
+
+Event = MessageStart | TextDelta | ApiRetry | RateLimit | Result
 
 
 def parse_line(line: bytes) -> Event | None:
@@ -124,6 +133,13 @@ def parse_line(line: bytes) -> Event | None:
             api_error_status=status if isinstance(status, int) else None,
             usage=Usage.from_cli(obj.get("usage")),
         )
+    if kind == "rate_limit_event":
+        info = obj.get("rate_limit_info")
+        if not isinstance(info, dict):
+            return None
+        resets = info.get("resetsAt")
+        return RateLimit(str(info.get("status", "")), resets if isinstance(resets, int) else None,
+                         str(info.get("rateLimitType", "")))
     if kind == "system" and obj.get("subtype") == "api_retry":
         status = obj.get("error_status")
         attempt = obj.get("attempt")

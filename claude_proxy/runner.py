@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from claude_proxy.errors import (
     APIError, classify_cli_error, classify_exit, cli_unavailable, queue_full, timeout_error,
 )
-from claude_proxy.events import ApiRetry, Event, Result, parse_line
+from claude_proxy.events import ApiRetry, Event, RateLimit, Result, parse_line
 from claude_proxy.plan import RunPlan
 from claude_proxy.process import LineProcessProtocol
 
@@ -60,6 +60,7 @@ class CLIRun:
     _idle: IDelayedCall | None = None
     _kill: IDelayedCall | None = None
     _paused: bool = False
+    _resets_at: int | None = None
     _terminating: bool = False
     _done: bool = False
 
@@ -109,13 +110,16 @@ class CLIRun:
         if isinstance(event, Result):
             if event.is_error:
                 self._report_error(classify_cli_error(
-                    event.text, event.api_error_status, self.runner.reactor.seconds()))
+                    event.text, event.api_error_status, self.runner.reactor.seconds(),
+                    self._resets_at))
             else:
                 self._end(lambda c: c.cli_finished(event))
             # The answer is complete; the process should exit on its own now.
             self._cancel_timers()
             self._kill = self._later(self.runner.kill_grace, self.terminate)
             return
+        if isinstance(event, RateLimit) and event.status == "rejected":
+            self._resets_at = event.resets_at
         if isinstance(event, ApiRetry):
             log.info("CLI retrying the API call (attempt {attempt}, status {status})",
                      attempt=event.attempt, status=event.error_status)

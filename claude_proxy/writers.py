@@ -14,7 +14,7 @@ from typing import Any
 
 from attrs import define, field
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, ITCPTransport
 from twisted.web.iweb import IRequest
 
 from claude_proxy.chat import chunk, completion, finish_reason, usage_chunk
@@ -114,6 +114,11 @@ class StreamWriter(_Ending):
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-accel-buffering", b"no")
+        # Deltas are small writes: without this, Nagle's algorithm holds each one
+        # until the client's delayed ACK (tens of ms per token).
+        transport = getattr(request.channel, "transport", None)
+        if ITCPTransport.providedBy(transport):
+            transport.setTcpNoDelay(True)
         if self.run is not None:
             request.registerProducer(self.run, True)
         self._send(chunk(self.completion_id, self.model, self.created,

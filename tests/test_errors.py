@@ -29,16 +29,38 @@ def test_not_logged_in_text_without_status():
     assert (error.status, error.code) == (503, "cli_not_logged_in")
 
 
-def test_usage_limit_with_reset_time_gives_retry_after():
-    reset = int(NOW) + 3600
-    error = classify_cli_error(f"Claude AI usage limit reached|{reset}", 429, NOW)
+def test_real_subscription_usage_limit():
+    lines = sample_json("error-429-unified-5h-oauth.jsonl")
+    [limit] = [o["rate_limit_info"] for o in lines if o["type"] == "rate_limit_event"]
+    result = result_of("error-429-unified-5h-oauth.jsonl")
+    now = limit["resetsAt"] - 3600
+    error = classify_cli_error(result["result"], result["api_error_status"], now,
+                               limit["resetsAt"])
     assert (error.status, error.code, error.retry_after) == (429, "usage_limit_reached", 3600)
-    assert "resets at" in error.message and str(reset) not in error.message
+    assert "resets at" in error.message and "5-hour limit" in error.message
 
 
-def test_plain_429_is_rate_limited_without_retry_after():
-    error = classify_cli_error("API Error: Request rejected (429) · rate limited", 429, NOW)
-    assert (error.status, error.type, error.retry_after) == (429, "rate_limit_error", None)
+def test_usage_limit_text_without_reset_time():
+    error = classify_cli_error("You've hit your Sonnet limit", 429, NOW)
+    assert (error.code, error.retry_after) == ("usage_limit_reached", None)
+
+
+@pytest.mark.parametrize("sample", ["error-429-retry-after.jsonl", "error-429-no-claim-oauth.jsonl"])
+def test_real_rate_limits_without_usage_limit(sample):
+    result = result_of(sample)
+    error = classify_cli_error(result["result"], result["api_error_status"], NOW)
+    assert (error.status, error.type, error.code) == (429, "rate_limit_error", "rate_limit_exceeded")
+
+
+@pytest.mark.parametrize("sample, code", [
+    ("not-logged-in.jsonl", "cli_not_logged_in"),
+    ("error-401.jsonl", "cli_not_logged_in"),
+    ("error-529.jsonl", "upstream_overloaded"),
+    ("connection-refused.jsonl", "upstream_unreachable"),
+])
+def test_real_failures(sample, code):
+    result = result_of(sample)
+    assert classify_cli_error(result["result"], result["api_error_status"], NOW).code == code
 
 
 @pytest.mark.parametrize("text, status, code", [

@@ -264,3 +264,12 @@ def test_stop_service_ends_everything(runner, reactor):
     assert len(reactor.spawned) == 2
     with pytest.raises(APIError):
         runner.submit(plan(), Recorder())
+
+
+def test_usage_limit_reset_time_comes_from_the_rate_limit_event(runner, reactor):
+    reactor.advance(1795266092 - 7200)  # two hours before the sample's reset
+    recorder = Recorder()
+    runner.submit(plan(), recorder)
+    reactor.spawned[0].emit(*sample_lines("error-429-unified-5h-oauth.jsonl"))
+    assert (recorder.error.status, recorder.error.code) == (429, "usage_limit_reached")
+    assert recorder.error.retry_after == 7200
