@@ -16,12 +16,14 @@ or, for every request, by ``MockAnthropic.force`` (the same grammar without the 
   [unified_status=S] [unified_reset=UNIX] [unified_claim=C] [header.NAME=V ...]``: an Anthropic
   error answer. ``unified_reset``/``unified_claim`` imply ``unified_status=rejected``.
 - ``deltas [n=100] [size=7]``: n text deltas of ``size`` characters (letters a..z cycling).
-- ``stall``: message_start, then nothing until the client goes away.
+- ``stall``: message_start, then nothing until the client goes away (non-streaming: no answer at all).
 - ``slow [delay=0.05]``: the default reply with ``delay`` seconds between SSE events.
 - ``echo_system``: the reply text is the request's system prompt (text blocks joined by newlines).
 - ``midstream_error``: a few deltas, then an ``overloaded_error`` SSE error event; the
   non-streaming retry is answered with the default reply.
-- ``max_tokens``: the default reply with stop_reason ``max_tokens``.
+- ``max_tokens``: the default reply with stop_reason ``max_tokens``. The CLI then sends its own
+  "Output token limit hit..." user turn (no directive, so the default reply); when forced, it gives
+  up after 3 such turns with an error result.
 
 Run standalone with ``python -m tests.mock_anthropic --port 0``; it prints ``LISTENING <port>``.
 """
@@ -303,9 +305,6 @@ class MockAnthropic:
         listening, self._listening = self._listening, None
         return maybeDeferred(listening.stopListening) if listening is not None else succeed(None)
 
-    def message_requests(self) -> list[RecordedRequest]:
-        return [r for r in self.requests if r.path.split("?")[0] == MESSAGES_PATH.decode()]
-
     def directive_for(self, body: Any) -> Directive | None:
         if self.force:
             return Directive.from_force(self.force)
@@ -343,7 +342,7 @@ class MockAnthropic:
     def _answer(self, request: Request, body: dict[str, Any], directive: Directive | None) -> bytes | int:
         streaming = bool(body.get("stream"))
         name = directive.name if directive else "default"
-        log.info("mock request {n} scenario={name} stream={streaming}", n=self._counter, name=name, streaming=streaming)
+        log.info("request {n}: {name}, stream={streaming}", n=self._counter, name=name, streaming=streaming)
         texts = last_user_texts(body)
 
         def reply(deltas: list[str], stop_reason: str = "end_turn") -> Reply:
@@ -380,7 +379,8 @@ class MockAnthropic:
         if not streaming:
             request.setHeader(b"content-type", b"application/json")
             return json.dumps(reply.full_message()).encode()
-        return self._stream(request, [*reply.start_events(), *reply.delta_events(), *reply.end_events()], delay=delay)
+        events = [*reply.start_events(), *reply.delta_events(), *reply.end_events()]
+        return self._stream(request, events, delay=delay)
 
     def _stream(self, request: Request, events: list[bytes], delay: float = 0.0, finish: bool = True) -> int:
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
