@@ -6,6 +6,7 @@ against the mock Anthropic API.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import pytest_twisted
@@ -207,6 +208,25 @@ async def test_subscription_login_is_used_not_the_daemons_api_key(start_daemon, 
     [request] = mock_api.requests
     assert request.headers.get("authorization") == f"Bearer {token}"
     assert "x-api-key" not in request.headers
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest_twisted.ensureDeferred
+async def test_subscription_usage_limit_says_when_it_resets(start_daemon, home, mock_api,
+                                                            monkeypatch, stream):
+    login(home)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    reset = int(time.time()) + 3600
+    mock_api.force = f"error status=429 unified_reset={reset} unified_claim=five_hour"
+    daemon = start_daemon(api_key=False)
+    response = await daemon.post(CHAT, chat(stream=stream))
+    assert response.code == 429
+    retry_after = int(response.headers.getRawHeaders("retry-after")[0])
+    assert 3500 <= retry_after <= 3600
+    error = (await response.json())["error"]
+    assert error["code"] == "usage_limit_reached"
+    assert "resets at" in error["message"] and "5-hour limit" in error["message"]
 
 
 @pytest_twisted.ensureDeferred
