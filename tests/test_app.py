@@ -283,3 +283,18 @@ def test_client_disconnect_terminates_the_cli(proxy, reactor, stream):
     assert process.signals == ["TERM", "KILL"]
     process.exit(signal=9)
     assert reactor.getDelayedCalls() == []
+
+
+def test_a_slow_client_pauses_reading_the_cli(proxy, reactor):
+    _, capture, treq = proxy
+    treq.post(URL, json=body(stream=True))
+    treq.flush()
+    process = reactor.spawned[0]
+    process.emit(*PARTIAL[:4])
+    treq.flush()
+    channel = capture.requests[0].channel
+    # What the HTTP channel does when its transport's buffer fills, then drains.
+    channel.pauseProducing()
+    assert process.paused
+    channel.resumeProducing()
+    assert not process.paused
