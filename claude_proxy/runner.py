@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from claude_proxy.errors import (
     APIError, classify_cli_error, classify_exit, cli_unavailable, queue_full, timeout_error,
 )
-from claude_proxy.events import ApiRetry, Event, RateLimit, Result, parse_line
+from claude_proxy.events import ApiRetry, Event, MessageStart, RateLimit, Result, parse_line
 from claude_proxy.plan import RunPlan
 from claude_proxy.process import LineProcessProtocol
 
@@ -118,6 +118,11 @@ class CLIRun:
             self._cancel_timers()
             self._kill = self._later(self.runner.kill_grace, self.terminate)
             return
+        if isinstance(event, MessageStart) and self.plan.model.startswith("claude-") \
+                and event.model and event.model != self.plan.model:
+            # The CLI maps some full ids to newer models without saying so.
+            log.warn("The CLI ran {actual} for the requested {requested}",
+                     actual=event.model, requested=self.plan.model)
         if isinstance(event, RateLimit) and event.status == "rejected":
             self._resets_at = event.resets_at
         if isinstance(event, ApiRetry):
