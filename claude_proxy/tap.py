@@ -120,22 +120,23 @@ def makeService(options: Options, reactor: Any = None,
         from twisted.internet import reactor
     if environ is None:
         environ = os.environ
-    settings_env = {**environ, **dict(options["cli-env"])}
+    cli_env = tuple(options["cli-env"])
     try:
-        claude = find_claude(options["claude"], settings_env)
-        version = version_now(claude, child_env(
-            CLISettings(claude, cli_env=tuple(options["cli-env"])), environ, None))
+        # --cli-env PATH=... also says where to look for `claude`.
+        claude = find_claude(options["claude"], {**environ, **dict(cli_env)})
+        settings = CLISettings(claude, options["cli-retries"], cli_env)
+        probe_env = child_env(settings, environ, None)
+        version = version_now(claude, probe_env)
     except CLIMissing as e:
         raise SystemExit(f"claude-proxy: {e}") from None
     log.info("Using the Claude Code CLI {version} at {path}", version=version, path=claude)
 
-    settings = CLISettings(claude, options["cli-retries"], tuple(options["cli-env"]))
     top = ProxyService()
     runner = Runner(reactor, options["max-concurrent"], options["queue"],
                     options["timeout"], options["idle-timeout"])
     runner.setName("runner")
     runner.setServiceParent(top)
-    probe = CLIProbe(reactor, claude, child_env(settings, environ, None))
+    probe = CLIProbe(reactor, claude, probe_env)
     api = ProxyAPI(runner, settings, probe, environ, reactor)
     site = Site(api.resource())
     site.displayTracebacks = False
