@@ -89,9 +89,7 @@ class ProxyAPI:
                                       chat.include_usage, self.hold, self.heartbeat)
             else:
                 writer = BufferedWriter(completion_id, model, created)
-            writer.attach(self.runner.submit(plan, writer))
-            if isinstance(writer, StreamWriter):
-                writer.begin()
+            writer.begin(self.runner.submit(plan, writer))
             body = await writer.done
             return None if body is None else _json(request, 200, body)
         except APIError as e:

@@ -45,7 +45,8 @@ class _Ending:
     def __attrs_post_init__(self) -> None:
         self.done = Deferred(self._cancelled)
 
-    def attach(self, run: Any) -> None:
+    def begin(self, run: Any) -> None:
+        """The run is submitted: from now on a cancellation ends it."""
         self.run = run
 
     def _cancelled(self, _: Deferred) -> None:
@@ -99,7 +100,8 @@ class StreamWriter(_Ending):
     _timer: IDelayedCall | None = field(default=None, init=False)
     _last_write: float = field(default=0.0, init=False)
 
-    def begin(self) -> None:
+    def begin(self, run: Any) -> None:
+        super().begin(run)
         if self.done.called:  # the run failed before it could start
             return
         self._timer = self.clock.callLater(self.hold, self._commit)
