@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
+from claude_proxy.answer import Answer
 from claude_proxy.chat import parse_body, parse_chat_request
 from claude_proxy.cli import CLIProbe
 from claude_proxy.errors import APIError
@@ -79,16 +80,18 @@ class ProxyAPI:
         try:
             chat = parse_chat_request(parse_body(request.content.read()))
             model = chat.model.id
-            if chat.not_honoured:
-                log.warn("{request_id}: not yet passed to the model: {params}",
-                         request_id=completion_id, params=", ".join(chat.not_honoured))
+            if chat.ignored:
+                log.debug("{request_id}: ignored parameters: {params}",
+                          request_id=completion_id, params=", ".join(chat.ignored))
             plan = build_plan(chat, self.settings, self.environ)
             created = int(self.clock.seconds())
+            answer = Answer(chat.stop, structured=chat.response_format is not None)
             if chat.stream:
                 writer = StreamWriter(request, self.clock, completion_id, model, created,
-                                      chat.include_usage, self.hold, self.heartbeat)
+                                      chat.include_usage, self.hold, self.heartbeat,
+                                      answer=answer)
             else:
-                writer = BufferedWriter(completion_id, model, created)
+                writer = BufferedWriter(completion_id, model, created, answer=answer)
             writer.begin(self.runner.submit(plan, writer))
             body = await writer.done
             return None if body is None else _json(request, 200, body)

@@ -9,14 +9,20 @@ import json
 
 from attrs import frozen
 
+from claude_proxy.conversation import Conversation, parse_conversation
 from claude_proxy.errors import bad_request
 from claude_proxy.events import Usage
 from claude_proxy.models import ModelChoice, resolve
+from claude_proxy.stops import parse_stop
+from claude_proxy.tools import Tool, ToolChoice, parse_tool_choice, parse_tools
 
-ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
-SYSTEM_ROLES = frozenset({"system", "developer"})
-# Accepted so that real clients work, but not yet passed to the model.
-NOT_YET_HONOURED = ("tools", "tool_choice", "response_format", "reasoning_effort", "stop")
+# Accepted and documented as ignored: the CLI has no way to pass them on.
+IGNORED = (
+    "temperature", "top_p", "seed", "frequency_penalty", "presence_penalty", "logit_bias",
+    "user", "metadata", "store", "parallel_tool_calls", "service_tier", "prediction",
+)
+# OpenAI's reasoning_effort → the CLI's --effort ("none" turns thinking off).
+EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh"}
 
 # The CLI's stop reasons, in OpenAI's words.
 FINISH_REASONS = {
@@ -29,9 +35,9 @@ FINISH_REASONS = {
 
 
 @frozen
-class Turn:
-    role: str
-    text: str
+class ResponseFormat:
+    kind: str  # "json_schema" or "json_object"
+    schema: dict
 
 
 @frozen
@@ -39,12 +45,31 @@ class ChatRequest:
     """A validated chat completion request, reduced to what the CLI needs."""
 
     model: ModelChoice
-    system: str
-    turns: tuple[Turn, ...]
+    conversation: Conversation
     stream: bool = False
     include_usage: bool = False
     max_tokens: int | None = None
-    not_honoured: tuple[str, ...] = ()
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice = ToolChoice()
+    response_format: ResponseFormat | None = None
+    stop: tuple[str, ...] = ()
+    effort: str | None = None  # the CLI's --effort; None: thinking off
+    ignored: tuple[str, ...] = ()
+
+    @property
+    def offers_tools(self) -> bool:
+        # "none" still offers them when the history holds tool calls: the API
+        # refuses tool_use blocks without the tools' definitions.
+        if not self.tools:
+            return False
+        return self.tool_choice.mode != "none" or self.conversation.uses_tools()
+
+    @property
+    def system(self) -> str:
+        notes = [self.conversation.system]
+        if self.offers_tools:
+            notes.append(self.tool_choice.instruction() or "")
+        return "\n\n".join(n for n in notes if n)
 
 
 def parse_body(body: bytes) -> dict:
@@ -57,69 +82,6 @@ def parse_body(body: bytes) -> dict:
     return parsed
 
 
-def _content_text(content: object, param: str, role: str) -> str:
-    """
-    Flatten message content (a string or a list of parts) to text.
-    """
-    if content is None:
-        if role in ("assistant", "tool", "function"):
-            return ""
-        raise bad_request(f"{param} must not be null for a {role} message.", param)
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        raise bad_request(f"{param} must be a string or a list of content parts.", param)
-    texts = []
-    for i, part in enumerate(content):
-        where = f"{param}[{i}]"
-        if isinstance(part, str):
-            texts.append(part)
-            continue
-        if not isinstance(part, dict):
-            raise bad_request(f"{where} must be an object.", where)
-        kind = part.get("type")
-        if kind in ("text", "input_text", "output_text"):
-            text = part.get("text")
-            if not isinstance(text, str):
-                raise bad_request(f"{where}.text must be a string.", f"{where}.text")
-            texts.append(text)
-        elif kind == "refusal":
-            texts.append(str(part.get("refusal", "")))
-        elif kind in ("image_url", "input_image", "input_audio", "file"):
-            raise bad_request(f"{where}: content parts of type '{kind}' are not supported yet.",
-                              where, "unsupported_content")
-        else:
-            raise bad_request(f"{where}: unknown content part type {kind!r}.", where)
-    return "\n".join(texts)
-
-
-def _messages(messages: object) -> tuple[str, tuple[Turn, ...]]:
-    if not isinstance(messages, list) or not messages:
-        raise bad_request("messages must be a non-empty list.", "messages")
-    system: list[str] = []
-    turns: list[Turn] = []
-    for i, message in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise bad_request(f"{where} must be an object.", where)
-        role = message.get("role")
-        if role not in ROLES:
-            raise bad_request(f"{where}.role must be one of {sorted(ROLES)}.", f"{where}.role")
-        text = _content_text(message.get("content"), f"{where}.content", role)
-        if role in SYSTEM_ROLES:
-            system.append(text)
-            continue
-        if role == "assistant" and message.get("tool_calls"):
-            calls = json.dumps(message["tool_calls"], separators=(",", ":"))
-            text = f"{text}\n[tool calls: {calls}]" if text else f"[tool calls: {calls}]"
-        turns.append(Turn(role, text))
-    if not turns:
-        raise bad_request("messages must contain at least one user message.", "messages")
-    if turns[-1].role == "assistant":
-        raise bad_request("The last message must not be an assistant message.", "messages")
-    return "\n\n".join(system), tuple(turns)
-
-
 def _optional_int(body: dict, key: str) -> int | None:
     value = body.get(key)
     if value is None:
@@ -129,22 +91,61 @@ def _optional_int(body: dict, key: str) -> int | None:
     return value
 
 
+def _response_format(value: object) -> ResponseFormat | None:
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return ResponseFormat("json_object", {"type": "object"})
+    if kind == "json_schema":
+        spec = value.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise bad_request("response_format.json_schema.schema must be a JSON Schema object.",
+                              "response_format.json_schema.schema")
+        return ResponseFormat("json_schema", schema)
+    raise bad_request("response_format.type must be 'text', 'json_object' or 'json_schema'.",
+                      "response_format.type")
+
+
+def _effort(value: object) -> str | None:
+    if value is None or value == "none":
+        return None
+    if value not in EFFORTS:
+        raise bad_request(f"reasoning_effort must be one of none, {', '.join(EFFORTS)}.",
+                          "reasoning_effort")
+    return EFFORTS[value]
+
+
+def _refuse_unsupported(body: dict) -> None:
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise bad_request("Only n=1 is supported.", "n", "unsupported_parameter")
+    if body.get("logprobs") or body.get("top_logprobs"):
+        param = "logprobs" if body.get("logprobs") else "top_logprobs"
+        raise bad_request("Log probabilities are not available through the Claude Code CLI.",
+                          param, "unsupported_parameter")
+    modalities = body.get("modalities") or []
+    if body.get("audio") or (isinstance(modalities, list) and "audio" in modalities):
+        raise bad_request("Audio output is not supported.", "audio", "unsupported_parameter")
+
+
 def parse_chat_request(body: dict) -> ChatRequest:
     """
     Validate an OpenAI chat completion request. Unknown keys are ignored, as
     OpenAI's own clients send many; invalid values get a 400 naming the param.
     """
     model = resolve(body.get("model"))
-    system, turns = _messages(body.get("messages"))
+    _refuse_unsupported(body)
+    conversation = parse_conversation(body.get("messages"))
     stream = body.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
         raise bad_request("stream must be a boolean.", "stream")
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise bad_request("stream_options must be an object.", "stream_options")
-    n = body.get("n")
-    if n is not None and n != 1:
-        raise bad_request("Only n=1 is supported.", "n")
     temperature = body.get("temperature")
     if temperature is not None and (
         isinstance(temperature, bool) or not isinstance(temperature, (int, float))
@@ -153,35 +154,19 @@ def parse_chat_request(body: dict) -> ChatRequest:
     max_tokens = _optional_int(body, "max_completion_tokens")
     if max_tokens is None:
         max_tokens = _optional_int(body, "max_tokens")
+    tools = parse_tools(body.get("tools"))
     return ChatRequest(
         model=model,
-        system=system,
-        turns=turns,
+        conversation=conversation,
         stream=bool(stream),
         include_usage=bool(stream and options.get("include_usage")),
         max_tokens=max_tokens,
-        not_honoured=tuple(k for k in NOT_YET_HONOURED if body.get(k)),
-    )
-
-
-def prompt_text(turns: tuple[Turn, ...]) -> str:
-    """
-    The text of the one user turn the CLI is given.
-
-    A single run of user messages goes as it is. Earlier turns go first as a
-    clearly delimited transcript, since each stdin line would be a turn of its own.
-    """
-    last_reply = max((i for i, t in enumerate(turns) if t.role == "assistant"), default=-1)
-    current = "\n\n".join(t.text for t in turns[last_reply + 1:])
-    if last_reply < 0:
-        return current
-    history = "\n\n".join(f"[{t.role}]\n{t.text}" for t in turns[: last_reply + 1])
-    return (
-        "<conversation_so_far>\n"
-        f"{history}\n"
-        "</conversation_so_far>\n\n"
-        "Continue the conversation above; reply to this latest message:\n\n"
-        f"{current}"
+        tools=tools,
+        tool_choice=parse_tool_choice(body.get("tool_choice"), tools),
+        response_format=_response_format(body.get("response_format")),
+        stop=parse_stop(body.get("stop")),
+        effort=_effort(body.get("reasoning_effort")),
+        ignored=tuple(k for k in IGNORED if body.get(k) is not None),
     )
 
 
@@ -190,7 +175,7 @@ def finish_reason(stop_reason: str | None) -> str:
 
 
 def completion(
-    completion_id: str, model: str, created: int, text: str, finish: str, usage: Usage
+    completion_id: str, model: str, created: int, message: dict, finish: str, usage: Usage
 ) -> dict:
     return {
         "id": completion_id,
@@ -200,7 +185,7 @@ def completion(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
+                "message": message,
                 "logprobs": None,
                 "finish_reason": finish,
             }

@@ -8,8 +8,9 @@ hooks, tool results...) parses to None.
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from attrs import frozen
+from attrs import field, frozen
 
 
 @frozen
@@ -18,6 +19,7 @@ class Usage:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_creation_tokens: int = 0
+    reasoning_tokens: int = 0  # part of output_tokens
 
     @classmethod
     def from_cli(cls, usage: object) -> Usage:
@@ -28,11 +30,14 @@ class Usage:
             value = usage.get(key)
             return value if isinstance(value, int) else 0
 
+        details = usage.get("output_tokens_details")
+        thinking = details.get("thinking_tokens") if isinstance(details, dict) else None
         return cls(
             count("input_tokens"),
             count("output_tokens"),
             count("cache_read_input_tokens"),
             count("cache_creation_input_tokens"),
+            thinking if isinstance(thinking, int) else 0,
         )
 
     @property
@@ -46,7 +51,7 @@ class Usage:
             "completion_tokens": self.output_tokens,
             "total_tokens": self.prompt_tokens + self.output_tokens,
             "prompt_tokens_details": {"cached_tokens": self.cache_read_tokens},
-            "completion_tokens_details": {"reasoning_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
         }
 
 
@@ -55,11 +60,51 @@ class MessageStart:
     """The API accepted the request and began its answer (stream_event message_start)."""
 
     model: str
+    usage: Usage = Usage()
 
 
 @frozen
 class TextDelta:
     text: str
+
+
+@frozen
+class ThinkingDelta:
+    text: str
+
+
+@frozen
+class ToolUseStart:
+    """The model began a tool call (content_block_start of a tool_use block)."""
+
+    index: int
+    tool_id: str
+    name: str
+
+
+@frozen
+class ToolInputDelta:
+    """A piece of a tool call's JSON arguments (input_json_delta)."""
+
+    index: int
+    partial_json: str
+
+
+@frozen
+class MessageDelta:
+    """The API's stop reason for the message, with its output token count."""
+
+    stop_reason: str | None
+    output_tokens: int
+
+
+@frozen
+class ControlRequest:
+    """The CLI asks its host something over the control channel (MCP traffic, permissions)."""
+
+    request_id: str
+    subtype: str
+    request: dict = field(eq=False, repr=False)
 
 
 @frozen
@@ -80,6 +125,7 @@ class Result:
     stop_reason: str | None
     api_error_status: int | None
     usage: Usage
+    structured_output: Any = None
 
 
 @frozen
@@ -91,7 +137,8 @@ class RateLimit:
     kind: str
 
 
-Event = MessageStart | TextDelta | ApiRetry | RateLimit | Result
+Event = (MessageStart | TextDelta | ThinkingDelta | ToolUseStart | ToolInputDelta | MessageDelta
+         | ControlRequest | ApiRetry | RateLimit | Result)
 
 
 def parse_line(line: bytes) -> Event | None:
@@ -108,20 +155,12 @@ def parse_line(line: bytes) -> Event | None:
     kind = obj.get("type")
     if kind == "stream_event":
         event = obj.get("event")
-        if not isinstance(event, dict):
+        return _stream_event(event) if isinstance(event, dict) else None
+    if kind == "control_request":
+        request = obj.get("request")
+        if not isinstance(request, dict):
             return None
-        etype = event.get("type")
-        if etype == "content_block_delta":
-            delta = event.get("delta")
-            if isinstance(delta, dict) and delta.get("type") == "text_delta":
-                text = delta.get("text")
-                if isinstance(text, str) and text:
-                    return TextDelta(text)
-        elif etype == "message_start":
-            message = event.get("message")
-            model = message.get("model") if isinstance(message, dict) else None
-            return MessageStart(model if isinstance(model, str) else "")
-        return None
+        return ControlRequest(str(obj.get("request_id", "")), str(request.get("subtype", "")), request)
     if kind == "result":
         text = obj.get("result")
         status = obj.get("api_error_status")
@@ -132,6 +171,7 @@ def parse_line(line: bytes) -> Event | None:
             stop_reason=obj.get("stop_reason") if isinstance(obj.get("stop_reason"), str) else None,
             api_error_status=status if isinstance(status, int) else None,
             usage=Usage.from_cli(obj.get("usage")),
+            structured_output=obj.get("structured_output"),
         )
     if kind == "rate_limit_event":
         info = obj.get("rate_limit_info")
@@ -145,4 +185,44 @@ def parse_line(line: bytes) -> Event | None:
         attempt = obj.get("attempt")
         return ApiRetry(attempt if isinstance(attempt, int) else 0,
                         status if isinstance(status, int) else None)
+    return None
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def _stream_event(event: dict) -> Event | None:
+    """One raw Anthropic SSE event, as the CLI relays it with --include-partial-messages."""
+    etype = event.get("type")
+    if etype == "content_block_delta":
+        delta = event.get("delta")
+        if not isinstance(delta, dict):
+            return None
+        dtype = delta.get("type")
+        if dtype == "text_delta" and isinstance(delta.get("text"), str) and delta["text"]:
+            return TextDelta(delta["text"])
+        if dtype == "thinking_delta" and isinstance(delta.get("thinking"), str) and delta["thinking"]:
+            return ThinkingDelta(delta["thinking"])
+        if dtype == "input_json_delta" and isinstance(delta.get("partial_json"), str):
+            return ToolInputDelta(_int(event.get("index")), delta["partial_json"])
+        return None
+    if etype == "content_block_start":
+        block = event.get("content_block")
+        if isinstance(block, dict) and block.get("type") == "tool_use":
+            return ToolUseStart(_int(event.get("index")), str(block.get("id", "")),
+                                str(block.get("name", "")))
+        return None
+    if etype == "message_start":
+        message = event.get("message")
+        if not isinstance(message, dict):
+            return MessageStart("")
+        model = message.get("model")
+        return MessageStart(model if isinstance(model, str) else "", Usage.from_cli(message.get("usage")))
+    if etype == "message_delta":
+        delta = event.get("delta")
+        reason = delta.get("stop_reason") if isinstance(delta, dict) else None
+        usage = event.get("usage")
+        return MessageDelta(reason if isinstance(reason, str) else None,
+                            _int(usage.get("output_tokens")) if isinstance(usage, dict) else 0)
     return None

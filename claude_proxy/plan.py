@@ -10,7 +10,9 @@ from collections.abc import Mapping
 
 from attrs import frozen
 
-from claude_proxy.chat import ChatRequest, prompt_text
+from claude_proxy.chat import ChatRequest
+from claude_proxy.conversation import Message
+from claude_proxy.tools import Tool, initialize_request
 
 # Variables taken from the daemon's own environment. Anything else, notably
 # ANTHROPIC_API_KEY / ANTHROPIC_AUTH_TOKEN (they move billing off the
@@ -32,6 +34,9 @@ FIXED_ENV = {
     "DISABLE_ERROR_REPORTING": "1",
     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
     "CLAUDE_CODE_DISABLE_AUTO_MEMORY": "1",
+    # Otherwise a dozen client tools are deferred behind a tool-search tool
+    # and the model does not see their schemas.
+    "ENABLE_TOOL_SEARCH": "false",
 }
 
 # Flags that keep the user's own Claude Code setup out of proxied runs: no
@@ -64,9 +69,12 @@ class CLISettings:
 class RunPlan:
     model: str
     system_prompt: str
-    stdin: bytes
+    # stdin in batches: every batch but the last ends with a history message
+    # the CLI acknowledges with a result line; the next batch waits for it.
+    stdin: tuple[bytes, ...]
     env: Mapping[str, str]
     base_args: tuple[str, ...]
+    tools: tuple[Tool, ...] = ()
 
     def argv(self, system_prompt_file: str) -> list[str]:
         # The system prompt goes through a private file: one argv string is capped
@@ -90,13 +98,72 @@ def child_env(settings: CLISettings, environ: Mapping[str, str], max_tokens: int
     return env
 
 
-def user_line(text: str) -> bytes:
+def _line(obj: dict) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+def _unslashed(content: tuple[dict, ...]) -> list[dict]:
     # The CLI runs a user message that starts with "/" as a slash command even
     # with --disable-slash-commands; a leading space makes it plain text.
-    if text.startswith("/"):
-        text = " " + text
-    message = {"type": "user", "message": {"role": "user", "content": text}}
-    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+    blocks = list(content)
+    if blocks and blocks[0]["type"] == "text" and blocks[0]["text"].startswith("/"):
+        blocks[0] = {**blocks[0], "text": " " + blocks[0]["text"]}
+    return blocks
+
+
+def user_line(message: Message, query: bool = True) -> bytes:
+    line: dict = {"type": "user", "message": {"role": "user", "content": _unslashed(message.content)},
+                  "parent_tool_use_id": None}
+    if not query:
+        # Appended to the history as a turn of its own, without asking the model.
+        line["shouldQuery"] = False
+    return _line(line)
+
+
+def assistant_line(message: Message, index: int, model: str) -> bytes:
+    stop = "tool_use" if any(b["type"] == "tool_use" for b in message.content) else "end_turn"
+    return _line({"type": "assistant", "message": {
+        "id": f"msg_history_{index}", "type": "message", "role": "assistant", "model": model,
+        "content": list(message.content), "stop_reason": stop, "stop_sequence": None,
+        "usage": {"input_tokens": 0, "output_tokens": 0}}})
+
+
+def stdin_batches(request: ChatRequest) -> tuple[bytes, ...]:
+    """
+    The conversation as the CLI's stream-json input. Earlier messages are
+    replayed as real turns: an assistant line joins the history at once, a
+    user line with shouldQuery false does when the CLI has acknowledged it
+    (a result line), so each is sent only after the one before is in place.
+    Measured on CLI 2.1.330: the API request then holds every message as its
+    own turn, tool calls as tool_use and results as tool_result blocks.
+    """
+    batches: list[bytes] = []
+    current = b""
+    if request.offers_tools:
+        current += _line(initialize_request(request.tools))
+    for index, message in enumerate(request.conversation.history):
+        if message.role == "assistant":
+            current += assistant_line(message, index, request.model.cli_model)
+        else:
+            batches.append(current + user_line(message, query=False))
+            current = b""
+    batches.append(current + user_line(request.conversation.last))
+    return tuple(batches)
+
+
+def _feature_args(request: ChatRequest) -> list[str]:
+    args = []
+    if request.offers_tools:
+        # Tool calls wait for the proxy's permission, which never comes: the
+        # run ends once the model's message is complete, before anything runs.
+        args += ["--permission-prompt-tool", "stdio"]
+    if request.response_format is not None:
+        args += ["--json-schema", json.dumps(request.response_format.schema, separators=(",", ":"))]
+    if request.effort is None:
+        args += ["--thinking", "disabled"]
+    else:
+        args += ["--thinking", "enabled", "--effort", request.effort]
+    return args
 
 
 def build_plan(request: ChatRequest, settings: CLISettings, environ: Mapping[str, str]) -> RunPlan:
@@ -104,7 +171,7 @@ def build_plan(request: ChatRequest, settings: CLISettings, environ: Mapping[str
         model=request.model.cli_model,
         system_prompt=request.system,
         # The conversation goes on stdin, never argv: no size cap, not in `ps`.
-        stdin=user_line(prompt_text(request.turns)),
+        stdin=stdin_batches(request),
         env=child_env(settings, environ, request.max_tokens),
         base_args=(
             settings.claude,
@@ -115,5 +182,7 @@ def build_plan(request: ChatRequest, settings: CLISettings, environ: Mapping[str
             "--include-partial-messages",
             "--model", request.model.cli_model,
             *ISOLATION_ARGS,
+            *_feature_args(request),
         ),
+        tools=request.tools if request.offers_tools else (),
     )

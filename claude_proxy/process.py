@@ -1,6 +1,7 @@
 """
-The CLI's ProcessProtocol: stdin in once, stdout out as lines, stderr kept
-bounded. It decides nothing; it feeds a controller (see runner.CLIRun).
+The CLI's ProcessProtocol: the first stdin batch in, stdout out as lines,
+stderr kept bounded. It decides nothing; it feeds a controller (see
+runner.CLIRun), which writes the rest of stdin and closes it.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ class LineProcessProtocol(ProcessProtocol):
         self._stderr = bytearray()
 
     def connectionMade(self) -> None:
-        # Closing stdin after the one user turn makes the CLI exit after answering.
+        # stdin stays open: the CLI asks questions on the control channel
+        # (MCP traffic) while it answers.
         self.transport.write(self._stdin)
-        self.transport.closeStdin()
 
     def outReceived(self, data: bytes) -> None:
         self._controller.output_seen()

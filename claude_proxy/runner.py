@@ -6,6 +6,7 @@ every way out.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -22,9 +23,12 @@ from twisted.logger import Logger
 from claude_proxy.errors import (
     APIError, classify_cli_error, classify_exit, cli_unavailable, queue_full, timeout_error,
 )
-from claude_proxy.events import ApiRetry, Event, MessageStart, RateLimit, Result, parse_line
+from claude_proxy.events import (
+    ApiRetry, ControlRequest, Event, MessageStart, RateLimit, Result, parse_line,
+)
 from claude_proxy.plan import RunPlan
 from claude_proxy.process import LineProcessProtocol
+from claude_proxy.tools import mcp_answer
 
 log = Logger()
 
@@ -61,6 +65,7 @@ class CLIRun:
     _kill: IDelayedCall | None = None
     _paused: bool = False
     _resets_at: int | None = None
+    _batches_sent: int = 0
     _terminating: bool = False
     _done: bool = False
 
@@ -84,8 +89,9 @@ class CLIRun:
             # --cli-env may still name its own config dir.
             env = {**scratch, **self.plan.env}
             argv = self.plan.argv(prompt_file)
+            self._batches_sent = 1
             self.transport = self.runner.reactor.spawnProcess(
-                LineProcessProtocol(self, self.plan.stdin), argv[0], argv,
+                LineProcessProtocol(self, self.plan.stdin[0]), argv[0], argv,
                 env=env, path=self._workdir)
         except OSError as e:
             self._report_error(cli_unavailable(self.plan.base_args[0], str(e)))
@@ -107,7 +113,18 @@ class CLIRun:
         event = parse_line(line)
         if event is None:
             return
+        if isinstance(event, ControlRequest):
+            self._control(event)
+            return
+        if isinstance(event, Result) and self._batches_sent < len(self.plan.stdin) \
+                and not event.is_error:
+            # A replayed history message is in place: send the next batch.
+            self._write(self.plan.stdin[self._batches_sent])
+            self._batches_sent += 1
+            return
         if isinstance(event, Result):
+            if self.transport is not None:
+                self.transport.closeStdin()  # the CLI exits once it has nothing to read
             if event.is_error:
                 self._report_error(classify_cli_error(
                     event.text, event.api_error_status, self.runner.reactor.seconds(),
@@ -129,6 +146,26 @@ class CLIRun:
             log.info("CLI retrying the API call (attempt {attempt}, status {status})",
                      attempt=event.attempt, status=event.error_status)
         self._report(lambda c: c.cli_event(event))
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def _control(self, event: ControlRequest) -> None:
+        if event.subtype == "can_use_tool":
+            # Never answered: the CLI waits, the answer ends at the model's
+            # message_stop and the run is ended before any tool could run.
+            log.debug("The model called {tool}; held for the client",
+                      tool=event.request.get("tool_name"))
+            return
+        if event.subtype == "mcp_message" and isinstance(event.request.get("message"), dict):
+            body = {"subtype": "success", "request_id": event.request_id,
+                    "response": {"mcp_response": mcp_answer(self.plan.tools, event.request["message"])}}
+        else:
+            body = {"subtype": "error", "request_id": event.request_id,
+                    "error": f"The proxy does not handle {event.subtype!r}."}
+        self._write(json.dumps({"type": "control_response", "response": body},
+                               separators=(",", ":")).encode() + b"\n")
 
     def line_too_long(self) -> None:
         self._report_error(OUTPUT_TOO_LONG)

@@ -17,9 +17,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, ITCPTransport
 from twisted.web.iweb import IRequest
 
-from claude_proxy.chat import chunk, completion, finish_reason, usage_chunk
+from claude_proxy.answer import Answer
+from claude_proxy.chat import chunk, completion, usage_chunk
 from claude_proxy.errors import APIError
-from claude_proxy.events import Event, MessageStart, Result, TextDelta, Usage
+from claude_proxy.events import Event, MessageStart, Result, Usage
 
 # Until the API has accepted the request, a failure can still be a real HTTP
 # status (401 → 503, usage limit → 429 with Retry-After); headers wait for
@@ -38,6 +39,7 @@ class _Ending:
     """What every writer shares: the `done` Deferred, cancellable into the run."""
 
     done: Deferred = field(init=False)
+    answer: Answer = field(factory=Answer, kw_only=True)
     run: Any = field(default=None, init=False)
     usage: Usage | None = field(default=None, init=False)
     error: APIError | None = field(default=None, init=False)
@@ -57,23 +59,39 @@ class _Ending:
     def _stop(self) -> None:
         """Cancel any timers of the writer's own."""
 
+    def _answered_early(self) -> None:
+        """The answer is whole before the CLI's result: end the CLI before it goes on."""
+        if self.run is not None:
+            self.run.cancel()
+
 
 @define(eq=False)
 class BufferedWriter(_Ending):
-    """One chat.completion from the result line, which is authoritative."""
+    """One chat.completion, sent when the answer is complete."""
 
     completion_id: str
     model: str
     created: int
 
     def cli_event(self, event: Event) -> None:
-        pass
+        self.answer.feed(event)
+        if self.answer.complete:
+            self._respond()
+            self._answered_early()
 
     def cli_finished(self, result: Result) -> None:
-        self.usage = result.usage
+        self.answer.result(result)
+        if self.answer.error is not None:
+            self.cli_failed(self.answer.error)
+            return
+        self._respond()
+
+    def _respond(self) -> None:
+        answer = self.answer
+        self.usage = answer.usage
         self.done.callback(completion(
-            self.completion_id, self.model, self.created, result.text,
-            finish_reason(result.stop_reason), result.usage))
+            self.completion_id, self.model, self.created, answer.message(),
+            answer.finish or "stop", answer.usage))
 
     def cli_failed(self, error: APIError) -> None:
         self.error = error
@@ -96,7 +114,6 @@ class StreamWriter(_Ending):
     hold: float = HOLD_HEADERS_SECONDS
     heartbeat: float = HEARTBEAT_SECONDS
     committed: bool = field(default=False, init=False)
-    _streamed: list[str] = field(factory=list, init=False)
     _timer: IDelayedCall | None = field(default=None, init=False)
     _last_write: float = field(default=0.0, init=False)
 
@@ -146,30 +163,35 @@ class StreamWriter(_Ending):
             self._timer.cancel()
         self._timer = None
 
-    def _text(self, text: str) -> None:
-        self._streamed.append(text)
-        self._send(chunk(self.completion_id, self.model, self.created, {"content": text}))
+    def _deltas(self, deltas: list[dict]) -> None:
+        for delta in deltas:
+            self._send(chunk(self.completion_id, self.model, self.created, delta))
 
     def cli_event(self, event: Event) -> None:
-        if isinstance(event, TextDelta):
+        deltas = self.answer.feed(event)
+        if deltas or isinstance(event, MessageStart):
             self._commit()
-            self._text(event.text)
-        elif isinstance(event, MessageStart):
-            self._commit()
+        self._deltas(deltas)
+        if self.answer.complete:
+            self._finish()
+            self._answered_early()
 
     def cli_finished(self, result: Result) -> None:
         self._commit()
+        self._deltas(self.answer.result(result))
+        if self.answer.error is not None:
+            self.cli_failed(self.answer.error)
+            return
+        self._finish()
+
+    def _finish(self) -> None:
+        self._commit()
         self._stop()
-        self.usage = result.usage
-        # The result is authoritative: after a failed stream the CLI retries
-        # without streaming, so text may arrive only here.
-        streamed = "".join(self._streamed)
-        if result.text.startswith(streamed) and len(result.text) > len(streamed):
-            self._text(result.text[len(streamed):])
+        self.usage = self.answer.usage
         self._send(chunk(self.completion_id, self.model, self.created, {},
-                         finish_reason(result.stop_reason)))
+                         self.answer.finish or "stop"))
         if self.include_usage:
-            self._send(usage_chunk(self.completion_id, self.model, self.created, result.usage))
+            self._send(usage_chunk(self.completion_id, self.model, self.created, self.usage))
         self._close()
 
     def cli_failed(self, error: APIError) -> None:

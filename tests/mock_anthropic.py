@@ -38,7 +38,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from attrs import define, field, frozen
+from attrs import asdict, define, field, frozen
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
 from twisted.logger import Logger
@@ -61,6 +61,8 @@ DELTA_SIZE = 7
 REPLY_PREFIX = "MOCK REPLY to: "
 REPLY_QUOTE_CHARS = 60
 MIDSTREAM_PARTIAL_TEXT = "PARTIAL BEFORE ERROR "
+THINKING_TEXT = "MOCK THINKING: weighing the question."
+TOOL_JSON_PIECE = 9  # characters of a tool's input JSON per input_json_delta
 
 DIRECTIVE = re.compile(r"\[\[mock:(?P<name>\w+)(?P<args>.*?)\]\]", re.DOTALL)
 
@@ -164,10 +166,48 @@ def split_text(text: str, size: int) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
 
 
+def text_blocks(text: str) -> list[Block]:
+    return [Block("text", split_text(text, DELTA_SIZE))] if text else []
+
+
 def sse(event: dict[str, Any]) -> bytes:
     # The CLI ignores events without an `event:` line, so both lines are always written.
     data = json.dumps(event, separators=(",", ":"))
     return f"event: {event['type']}\ndata: {data}\n\n".encode()
+
+
+@frozen
+class Block:
+    """One content block of a reply, streamed as its deltas."""
+
+    kind: str  # "text", "tool_use" or "thinking"
+    pieces: list[str]  # text deltas, partial JSON of a tool's input, or thinking deltas
+    tool_id: str = ""
+    tool_name: str = ""
+
+    def start(self) -> dict[str, Any]:
+        if self.kind == "tool_use":
+            return {"type": "tool_use", "id": self.tool_id, "name": self.tool_name, "input": {}}
+        if self.kind == "thinking":
+            return {"type": "thinking", "thinking": "", "signature": ""}
+        return {"type": "text", "text": ""}
+
+    def deltas(self) -> list[dict[str, Any]]:
+        if self.kind == "tool_use":
+            return [{"type": "input_json_delta", "partial_json": p} for p in self.pieces]
+        if self.kind == "thinking":
+            return [{"type": "thinking_delta", "thinking": p} for p in self.pieces] + [
+                {"type": "signature_delta", "signature": "bW9jay1zaWduYXR1cmU="}
+            ]
+        return [{"type": "text_delta", "text": p} for p in self.pieces]
+
+    def complete(self) -> dict[str, Any]:
+        whole = "".join(self.pieces)
+        if self.kind == "tool_use":
+            return self.start() | {"input": json.loads(whole) if whole else {}}
+        if self.kind == "thinking":
+            return {"type": "thinking", "thinking": whole, "signature": "bW9jay1zaWduYXR1cmU="}
+        return {"type": "text", "text": whole}
 
 
 @frozen
@@ -176,7 +216,7 @@ class Reply:
 
     message_id: str
     model: str
-    deltas: list[str]
+    blocks: list[Block]
     stop_reason: str = "end_turn"
 
     def message(self) -> dict[str, Any]:
@@ -193,26 +233,26 @@ class Reply:
 
     def full_message(self) -> dict[str, Any]:
         return self.message() | {
-            "content": [{"type": "text", "text": "".join(self.deltas)}],
+            "content": [block.complete() for block in self.blocks],
             "stop_reason": self.stop_reason,
             "usage": START_USAGE | {"output_tokens": OUTPUT_TOKENS},
         }
 
     def start_events(self) -> list[bytes]:
-        return [
-            sse({"type": "message_start", "message": self.message()}),
-            sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-        ]
+        return [sse({"type": "message_start", "message": self.message()})]
 
-    def delta_events(self) -> list[bytes]:
-        return [
-            sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}})
-            for text in self.deltas
-        ]
+    def block_events(self) -> list[bytes]:
+        events = []
+        for index, block in enumerate(self.blocks):
+            events.append(sse({"type": "content_block_start", "index": index, "content_block": block.start()}))
+            events.extend(
+                sse({"type": "content_block_delta", "index": index, "delta": delta}) for delta in block.deltas()
+            )
+            events.append(sse({"type": "content_block_stop", "index": index}))
+        return events
 
     def end_events(self) -> list[bytes]:
         return [
-            sse({"type": "content_block_stop", "index": 0}),
             sse(
                 {
                     "type": "message_delta",
@@ -278,6 +318,7 @@ class MockAnthropic:
     reactor: Any  # IReactorTime for paced streams, IReactorTCP for listen()
     requests: list[RecordedRequest] = field(factory=list)
     force: str | None = None  # a directive (without brackets) that overrides the prompt's
+    record_to: Any = None  # a text file: each request is also appended to it as one JSON line
     open_streams: int = field(default=0, init=False)
     _counter: int = field(default=0, init=False)
     _listening: IListeningPort | None = field(default=None, init=False)
@@ -324,7 +365,11 @@ class MockAnthropic:
             name.decode().lower(): ", ".join(v.decode() for v in values)
             for name, values in request.requestHeaders.getAllRawHeaders()
         }
-        self.requests.append(RecordedRequest(path=request.uri.decode(), headers=headers, body=body))
+        recorded = RecordedRequest(path=request.uri.decode(), headers=headers, body=body)
+        self.requests.append(recorded)
+        if self.record_to is not None:
+            self.record_to.write(json.dumps(asdict(recorded)) + "\n")
+            self.record_to.flush()
         log.debug("{method} {uri}", method=request.method.decode(), uri=request.uri.decode())
 
         if request.method != b"POST" or request.path != MESSAGES_PATH:
@@ -345,10 +390,12 @@ class MockAnthropic:
         log.info("request {n}: {name}, stream={streaming}", n=self._counter, name=name, streaming=streaming)
         texts = last_user_texts(body)
 
-        def reply(deltas: list[str], stop_reason: str = "end_turn") -> Reply:
-            return Reply(f"msg_mock_{self._counter:04d}", body.get("model", "unknown"), deltas, stop_reason)
+        def reply(deltas: list[str], stop_reason: str = "end_turn", before: list[Block] = ()) -> Reply:
+            blocks = [*before, Block("text", deltas)] if deltas else list(before)
+            return Reply(f"msg_mock_{self._counter:04d}", body.get("model", "unknown"), blocks, stop_reason)
 
-        default = reply(split_text(default_reply(texts), DELTA_SIZE))
+        default_deltas = split_text(default_reply(texts), DELTA_SIZE)
+        default = reply(default_deltas)
 
         if directive is None:
             return self._send(request, streaming, default)
@@ -357,9 +404,12 @@ class MockAnthropic:
         if directive.name == "deltas":
             n, size = directive.count("n", 100), directive.count("size", DELTA_SIZE)
             return self._send(request, streaming, reply([chr(97 + i % 26) * size for i in range(n)]))
+        if directive.name == "text":
+            pieces = json.loads(directive.params.get("pieces", "[]"))
+            return self._send(request, streaming, reply(pieces))
         if directive.name == "stall":
             if streaming:
-                return self._stream(request, default.start_events()[:1], finish=False)
+                return self._stream(request, default.start_events(), finish=False)
             return self._hold(request)
         if directive.name == "slow":
             return self._send(request, streaming, default, delay=directive.number("delay", 0.05))
@@ -370,16 +420,40 @@ class MockAnthropic:
                 return self._send(request, False, default)
             partial = reply(split_text(MIDSTREAM_PARTIAL_TEXT, DELTA_SIZE))
             error = sse({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
-            return self._stream(request, [*partial.start_events(), *partial.delta_events(), error])
+            return self._stream(request, [*partial.start_events(), *partial.block_events()[:-1], error])
         if directive.name == "max_tokens":
-            return self._send(request, streaming, reply(default.deltas, "max_tokens"))
+            return self._send(request, streaming, reply(default_deltas, "max_tokens"))
+        if directive.name == "tools":
+            calls = self._tool_blocks(body, directive)
+            text = directive.params.get("text", "")
+            return self._send(request, streaming, reply([], "tool_use", [*text_blocks(text), *calls]))
+        if directive.name == "thinking":
+            thought = split_text(directive.params.get("thought", THINKING_TEXT), DELTA_SIZE)
+            return self._send(request, streaming, reply(default_deltas, before=[Block("thinking", thought)]))
         raise DirectiveError(f"unknown mock directive {directive.name!r}")
+
+    def _tool_blocks(self, body: dict[str, Any], directive: Directive) -> list[Block]:
+        # Names are matched against the offered tools, so a call to a tool the model never saw fails loudly.
+        offered = [tool.get("name", "") for tool in body.get("tools") or []]
+        try:
+            calls = json.loads(directive.params["calls"])
+        except (KeyError, ValueError):
+            raise DirectiveError("mock:tools needs calls=JSON list of {name, input}") from None
+        blocks = []
+        for i, call in enumerate(calls):
+            matches = [name for name in offered if name == call["name"] or name.endswith("__" + call["name"])]
+            if not matches:
+                raise DirectiveError(f"mock:tools: no offered tool named {call['name']!r} (offered: {offered})")
+            arguments = json.dumps(call.get("input", {}))
+            tool_id = f"toolu_mock_{self._counter:04d}_{i}"
+            blocks.append(Block("tool_use", split_text(arguments, TOOL_JSON_PIECE), tool_id, matches[0]))
+        return blocks
 
     def _send(self, request: Request, streaming: bool, reply: Reply, delay: float = 0.0) -> bytes | int:
         if not streaming:
             request.setHeader(b"content-type", b"application/json")
             return json.dumps(reply.full_message()).encode()
-        events = [*reply.start_events(), *reply.delta_events(), *reply.end_events()]
+        events = [*reply.start_events(), *reply.block_events(), *reply.end_events()]
         return self._stream(request, events, delay=delay)
 
     def _stream(self, request: Request, events: list[bytes], delay: float = 0.0, finish: bool = True) -> int:
@@ -437,6 +511,7 @@ class _Site(Resource):
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: any free port)")
+    parser.add_argument("--record", metavar="FILE", help="append every request to FILE as a JSON line")
     args = parser.parse_args(argv)
 
     from twisted.internet import reactor
@@ -444,7 +519,8 @@ def main(argv: list[str] | None = None) -> None:
 
     # stdout carries only the LISTENING line that scripts parse; logs go to stderr.
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
-    listening = MockAnthropic(reactor).listen(args.port)
+    record_to = open(args.record, "a") if args.record else None
+    listening = MockAnthropic(reactor, record_to=record_to).listen(args.port)
     print(f"LISTENING {listening.getHost().port}", flush=True)
     reactor.run()
 

@@ -2,9 +2,8 @@ import json
 
 import pytest
 
-from claude_proxy.chat import (
-    Turn, chunk, completion, finish_reason, parse_body, parse_chat_request, prompt_text,
-)
+from claude_proxy.chat import chunk, completion, finish_reason, parse_body, parse_chat_request
+from claude_proxy.conversation import Message
 from claude_proxy.errors import APIError
 from claude_proxy.events import Usage
 
@@ -26,8 +25,9 @@ def bad(param, **over):
 def test_minimal_request():
     chat = request()
     assert chat.model.cli_model == "sonnet"
-    assert chat.turns == (Turn("user", "hi"),)
+    assert chat.conversation.messages == (Message("user", ({"type": "text", "text": "hi"},)),)
     assert (chat.system, chat.stream, chat.include_usage, chat.max_tokens) == ("", False, False, None)
+    assert (chat.tools, chat.response_format, chat.stop, chat.effort) == ((), None, (), None)
 
 
 def test_what_real_clients_send_is_accepted():
@@ -42,32 +42,53 @@ def test_what_real_clients_send_is_accepted():
         max_completion_tokens=100, max_tokens=5, user="u", metadata={"a": 1}, unknown_key=[1],
     )
     assert chat.system == "S1\n\nS2"
-    assert prompt_text(chat.turns) == "first\n\nsecond"
+    # Consecutive user messages are one Anthropic user message.
+    assert chat.conversation.messages == (
+        Message("user", ({"type": "text", "text": "first"}, {"type": "text", "text": "second"})),)
     assert (chat.stream, chat.include_usage, chat.max_tokens) == (True, True, 100)
-    assert chat.not_honoured == ()
+    assert chat.ignored == ("temperature", "user", "metadata")
 
 
-def test_parameters_not_yet_honoured_are_reported():
-    chat = request(tools=[{"type": "function", "function": {"name": "f"}}], tool_choice="auto",
-                   stop=None)
-    assert chat.not_honoured == ("tools", "tool_choice")
+@pytest.mark.parametrize("param, over", [
+    ("logprobs", {"logprobs": True}),
+    ("top_logprobs", {"top_logprobs": 2}),
+    ("audio", {"audio": {"voice": "alloy"}}),
+    ("audio", {"modalities": ["text", "audio"]}),
+])
+def test_what_cannot_be_honoured_is_refused(param, over):
+    assert bad(param, **over).code == "unsupported_parameter"
+
+
+def test_reasoning_effort_maps_to_cli_effort():
+    assert request(reasoning_effort="high").effort == "high"
+    assert request(reasoning_effort="minimal").effort == "low"
+    assert request(reasoning_effort="none").effort is None
+    bad("reasoning_effort", reasoning_effort="extreme")
+
+
+def test_response_format():
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    chat = request(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+    assert (chat.response_format.kind, chat.response_format.schema) == ("json_schema", schema)
+    assert request(response_format={"type": "json_object"}).response_format.schema == {"type": "object"}
+    assert request(response_format={"type": "text"}).response_format is None
+    bad("response_format.json_schema.schema", response_format={"type": "json_schema", "json_schema": {}})
+    bad("response_format.type", response_format={"type": "xml"})
 
 
 def test_include_usage_needs_stream():
     assert request(stream_options={"include_usage": True}).include_usage is False
 
 
-def test_assistant_content_null_and_history_transcript():
+def test_assistant_content_null_is_skipped_and_turns_stay_turns():
     chat = request(messages=[
         {"role": "user", "content": "What is 2+2?"},
         {"role": "assistant", "content": None, "annotations": []},
         {"role": "assistant", "content": "4"},
         {"role": "user", "content": "And 3+3?"},
     ])
-    text = prompt_text(chat.turns)
-    assert text.startswith("<conversation_so_far>\n[user]\nWhat is 2+2?")
-    assert "[assistant]\n4\n</conversation_so_far>" in text
-    assert text.endswith("And 3+3?")
+    assert [(m.role, m.content[0]["text"]) for m in chat.conversation.messages] == [
+        ("user", "What is 2+2?"), ("assistant", "4"), ("user", "And 3+3?")]
 
 
 @pytest.mark.parametrize("param, over", [
@@ -81,6 +102,7 @@ def test_assistant_content_null_and_history_transcript():
     ("messages[0].content[0].text", {"messages": [{"role": "user", "content": [{"type": "text"}]}]}),
     ("messages", {"messages": [{"role": "system", "content": "only system"}]}),
     ("messages", {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}),
+    ("messages[0].content[0]", {"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}),
     ("stream", {"stream": "yes"}),
     ("stream_options", {"stream_options": [1]}),
     ("max_tokens", {"max_tokens": 0}),
@@ -92,12 +114,12 @@ def test_invalid_bodies_name_the_param(param, over):
     bad(param, **over)
 
 
-def test_images_are_refused_clearly_for_now():
-    error = bad("messages[0].content[1]", messages=[{"role": "user", "content": [
+def test_remote_images_are_refused_clearly():
+    error = bad("messages[0].content[1].image_url.url", messages=[{"role": "user", "content": [
         {"type": "text", "text": "what is this"},
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
     ]}])
-    assert error.code == "unsupported_content"
+    assert error.code == "unsupported_image_url"
 
 
 def test_unknown_model_is_404():
@@ -120,9 +142,10 @@ def test_finish_reasons():
 
 def test_response_shapes_are_openai():
     usage = Usage(11, 7, 5, 3)
-    body = completion("chatcmpl-1", "claude-opus-4", 123, "hello", "stop", usage)
+    message = {"role": "assistant", "content": "hello", "refusal": None}
+    body = completion("chatcmpl-1", "claude-opus-4", 123, message, "stop", usage)
     assert body["object"] == "chat.completion"
-    assert body["choices"][0]["message"] == {"role": "assistant", "content": "hello", "refusal": None}
+    assert body["choices"][0]["message"] == message
     assert body["usage"]["prompt_tokens"] == 19
     part = chunk("chatcmpl-1", "claude-opus-4", 123, {"content": "x"})
     assert part["object"] == "chat.completion.chunk"

@@ -1,4 +1,9 @@
-from claude_proxy.events import ApiRetry, MessageStart, Result, TextDelta, Usage, parse_line
+import json
+
+from claude_proxy.events import (
+    ApiRetry, ControlRequest, MessageDelta, Result, TextDelta, ThinkingDelta, ToolInputDelta,
+    ToolUseStart, Usage, parse_line,
+)
 
 from tests.fakes import sample_lines
 
@@ -9,7 +14,7 @@ def events(name):
 
 def test_partial_stream_gives_deltas_then_result():
     found = events("cli-2.1.330/stream-json-partial.jsonl")
-    assert found[0] == MessageStart("claude-sonnet-4-5")
+    assert found[0].model == "claude-sonnet-4-5" and found[0].usage.input_tokens == 11
     assert [e.text for e in found if isinstance(e, TextDelta)] == ["MOCK RE", "PLY to:", " hello"]
     result = found[-1]
     assert isinstance(result, Result)
@@ -47,3 +52,27 @@ def test_usage_counts_cached_tokens_as_prompt_tokens():
         "completion_tokens_details": {"reasoning_tokens": 0},
     }
     assert Usage.from_cli(None) == Usage()
+
+
+def test_thinking_streams_as_its_own_deltas():
+    found = events("cli-2.1.330/stream-json-thinking.jsonl")
+    assert "".join(e.text for e in found if isinstance(e, ThinkingDelta))
+
+
+def test_tool_calls_and_the_control_channel():
+    found = events("cli-2.1.330/tool-calls-held.jsonl")
+    controls = [e for e in found if isinstance(e, ControlRequest)]
+    assert [c.subtype for c in controls] == ["mcp_message"] * 3 + ["can_use_tool"]
+    assert controls[-1].request["tool_name"] == "mcp__client__read_file"
+    starts = [e for e in found if isinstance(e, ToolUseStart)]
+    assert [(s.index, s.name) for s in starts] == [
+        (1, "mcp__client__read_file"), (2, "mcp__client__exec")]
+    arguments = "".join(e.partial_json for e in found if isinstance(e, ToolInputDelta) and e.index == 1)
+    assert json.loads(arguments) == {"path": "/etc/hosts"}
+    assert MessageDelta("tool_use", 7) in found
+
+
+def test_structured_output_result():
+    result = events("cli-2.1.330/structured-output.jsonl")[-1]
+    assert result.structured_output == {"city": "Paris", "n": 3}
+    assert result.stop_reason == "tool_use"

@@ -25,9 +25,10 @@ def test_prompts_never_reach_argv():
     assert not any("SYSTEM" in a or "PROMPT" in a for a in argv)
     assert argv[argv.index("--system-prompt-file") + 1] == "/scratch/system-prompt.txt"
     assert plan.system_prompt == "SYSTEM" * 40_000
-    line = json.loads(plan.stdin)
-    assert line == {"type": "user", "message": {"role": "user", "content": "PROMPT" * 40_000}}
-    assert plan.stdin.endswith(b"\n") and plan.stdin.count(b"\n") == 1
+    [batch] = plan.stdin
+    assert json.loads(batch) == {"type": "user", "parent_tool_use_id": None, "message": {
+        "role": "user", "content": [{"type": "text", "text": "PROMPT" * 40_000}]}}
+    assert batch.endswith(b"\n") and batch.count(b"\n") == 1
 
 
 def test_argv_runs_sandboxed_stream_json():
@@ -82,4 +83,5 @@ def test_default_login_location_when_no_config_dir_is_set():
 
 def test_slash_commands_in_prompts_stay_text():
     plan = plan_for({"model": "sonnet", "messages": [{"role": "user", "content": "/model opus"}]})
-    assert json.loads(plan.stdin)["message"]["content"] == " /model opus"
+    [batch] = plan.stdin
+    assert json.loads(batch)["message"]["content"] == [{"type": "text", "text": " /model opus"}]

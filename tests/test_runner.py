@@ -1,3 +1,4 @@
+import json
 import os
 
 import pytest
@@ -54,7 +55,8 @@ def test_spawn_writes_stdin_once_and_prompt_to_a_private_file(runner, reactor, t
     recorder = Recorder()
     runner.submit(plan(system="SECRET SYSTEM"), recorder)
     [process] = reactor.spawned
-    assert process.stdin_closed and b'"content":"hello"' in bytes(process.stdin)
+    # stdin stays open for the control channel until the result.
+    assert not process.stdin_closed and b'"text":"hello"' in bytes(process.stdin)
     prompt_file = process.args[process.args.index("--system-prompt-file") + 1]
     assert open(prompt_file).read() == "SECRET SYSTEM"
     assert oct(os.stat(prompt_file).st_mode & 0o777) == "0o600"
@@ -74,6 +76,7 @@ def test_events_then_result_then_cleanup(runner, reactor):
     assert [e.text for e in recorder.events if isinstance(e, TextDelta)] == [
         "MOCK RE", "PLY to:", " hello"]
     assert recorder.result.text == "MOCK REPLY to: hello"
+    assert process.stdin_closed
     assert runner.in_flight == 1  # until the process is reaped
     process.exit(0)
     assert runner.in_flight == 0 and run.exited.called
@@ -273,3 +276,53 @@ def test_usage_limit_reset_time_comes_from_the_rate_limit_event(runner, reactor)
     reactor.spawned[0].emit(*sample_lines("error-429-unified-5h-oauth.jsonl"))
     assert (recorder.error.status, recorder.error.code) == (429, "usage_limit_reached")
     assert recorder.error.retry_after == 7200
+
+
+def test_history_is_replayed_one_acknowledged_turn_at_a_time(runner, reactor):
+    body = {"model": "claude-haiku-4", "messages": [
+        {"role": "user", "content": "one"}, {"role": "assistant", "content": "two"},
+        {"role": "user", "content": "three"}]}
+    recorder = Recorder()
+    runner.submit(build_plan(parse_chat_request(body), CLISettings("/bin/claude"), {}), recorder)
+    [process] = reactor.spawned
+    first = [json.loads(line) for line in bytes(process.stdin).splitlines()]
+    assert [(m["type"], m.get("shouldQuery")) for m in first] == [("user", False)]
+    [ack] = sample_lines("cli-2.1.330/history-replay-acks.jsonl")[-1:]
+    process.emit(ack)
+    lines = [json.loads(line) for line in bytes(process.stdin).splitlines()]
+    assert [(m["type"], m.get("shouldQuery")) for m in lines] == [
+        ("user", False), ("assistant", None), ("user", None)]
+    assert lines[1]["message"]["content"] == [{"type": "text", "text": "two"}]
+    assert recorder.result is None and recorder.events == []  # the ack is not the answer
+    process.emit(*PARTIAL)
+    assert recorder.result.text == "MOCK REPLY to: hello"
+
+
+def test_control_channel_serves_the_tools_and_holds_tool_calls(runner, reactor):
+    body = {"model": "claude-haiku-4", "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "read_file", "parameters": {
+                "type": "object", "properties": {"path": {"type": "string"}}}}}]}
+    recorder = Recorder()
+    runner.submit(build_plan(parse_chat_request(body), CLISettings("/bin/claude"), {}), recorder)
+    [process] = reactor.spawned
+    sent = len(process.stdin)
+    process.emit(*sample_lines("cli-2.1.330/tool-calls-held.jsonl"))
+    answers = [json.loads(line) for line in bytes(process.stdin[sent:]).splitlines()]
+    # initialize, notifications/initialized and tools/list answered; can_use_tool never.
+    assert len(answers) == 3
+    assert all(a["type"] == "control_response" and a["response"]["subtype"] == "success"
+               for a in answers)
+    listed = answers[2]["response"]["response"]["mcp_response"]["result"]["tools"]
+    assert [t["name"] for t in listed] == ["read_file"]
+    assert listed[0]["inputSchema"]["properties"] == {"path": {"type": "string"}}
+    assert recorder.result is None and not process.signals
+
+
+def test_unknown_control_requests_get_an_error_answer(runner, reactor):
+    runner.submit(plan(), Recorder())
+    [process] = reactor.spawned
+    sent = len(process.stdin)
+    process.emit(b'{"type":"control_request","request_id":"r1","request":{"subtype":"ui_toast"}}')
+    [answer] = [json.loads(line) for line in bytes(process.stdin[sent:]).splitlines()]
+    assert answer["response"] == {"subtype": "error", "request_id": "r1",
+                                  "error": "The proxy does not handle 'ui_toast'."}

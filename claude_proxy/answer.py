@@ -1,0 +1,188 @@
+"""
+One answer, built from the CLI's events in OpenAI's terms: content (cut at the
+first stop sequence), reasoning_content, tool_calls, the finish reason and
+usage. Both writers feed it; it returns the deltas to stream and says when the
+answer is complete, which can be before the CLI's result line (a tool call, the
+token limit, a stop sequence): the run is then ended. Pure.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from attrs import define, field
+
+from claude_proxy.chat import finish_reason
+from claude_proxy.errors import APIError
+from claude_proxy.events import (
+    Event, MessageDelta, MessageStart, Result, TextDelta, ThinkingDelta, ToolInputDelta,
+    ToolUseStart, Usage,
+)
+from claude_proxy.stops import StopMatcher
+from claude_proxy.tools import client_tool_name, openai_call_id
+
+# The tool the CLI's --json-schema adds; its input is the structured answer.
+STRUCTURED_TOOL = "StructuredOutput"
+
+NO_STRUCTURED_OUTPUT = APIError(
+    502, "The model did not produce JSON matching response_format.", "server_error",
+    "invalid_structured_output")
+
+Delta = dict[str, Any]
+
+
+@define
+class Answer:
+    stops: tuple[str, ...] = ()
+    structured: bool = False
+    finish: str | None = field(default=None, init=False)  # set once complete
+    usage: Usage = field(factory=Usage, init=False)
+    error: APIError | None = field(default=None, init=False)
+    _matcher: StopMatcher = field(init=False)
+    _text: list[str] = field(factory=list, init=False)
+    _reasoning: list[str] = field(factory=list, init=False)
+    _calls: list[dict[str, Any]] = field(factory=list, init=False)
+    _call_of_block: dict[int, int] = field(factory=dict, init=False)
+    _structured_blocks: set[int] = field(factory=set, init=False)
+    _structured_value: Any = field(default=None, init=False)
+    _start_usage: Usage = field(factory=Usage, init=False)
+    _final_text: str | None = field(default=None, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._matcher = StopMatcher(self.stops)
+
+    @property
+    def complete(self) -> bool:
+        return self.finish is not None
+
+    def feed(self, event: Event) -> list[Delta]:
+        """The deltas this event adds to the answer (none once it is complete)."""
+        if self.complete:
+            return []
+        if isinstance(event, TextDelta):
+            # With response_format the answer is the structured tool's input, not prose.
+            return [] if self.structured else self._content(event.text)
+        if isinstance(event, ThinkingDelta):
+            self._reasoning.append(event.text)
+            return [{"reasoning_content": event.text}]
+        if isinstance(event, ToolUseStart):
+            return self._tool_start(event)
+        if isinstance(event, ToolInputDelta):
+            return self._tool_input(event)
+        if isinstance(event, MessageStart):
+            self._start_usage = event.usage
+        elif isinstance(event, MessageDelta):
+            return self._message_end(event)
+        return []
+
+    def _content(self, text: str) -> list[Delta]:
+        emit, matched = self._matcher.feed(text)
+        if matched:
+            self.finish = "stop"
+            self.usage = self._start_usage
+        if emit:
+            self._text.append(emit)
+            return [{"content": emit}]
+        return []
+
+    def _tool_start(self, event: ToolUseStart) -> list[Delta]:
+        name = client_tool_name(event.name)
+        if name is None:
+            if self.structured and event.name == STRUCTURED_TOOL:
+                self._structured_blocks.add(event.index)
+            return []
+        index = len(self._calls)
+        self._call_of_block[event.index] = index
+        call_id = openai_call_id(event.tool_id)
+        self._calls.append({"id": call_id, "type": "function",
+                            "function": {"name": name, "arguments": ""}})
+        return [{"tool_calls": [{"index": index, "id": call_id, "type": "function",
+                                 "function": {"name": name, "arguments": ""}}]}]
+
+    def _tool_input(self, event: ToolInputDelta) -> list[Delta]:
+        if event.index in self._structured_blocks:
+            # The structured answer streams as content while the model writes it.
+            self._text.append(event.partial_json)
+            return [{"content": event.partial_json}] if event.partial_json else []
+        index = self._call_of_block.get(event.index)
+        if index is None or not event.partial_json:
+            return []
+        self._calls[index]["function"]["arguments"] += event.partial_json
+        return [{"tool_calls": [{"index": index, "function": {"arguments": event.partial_json}}]}]
+
+    def _message_end(self, event: MessageDelta) -> list[Delta]:
+        if event.stop_reason == "tool_use" and self._calls:
+            self.finish = "tool_calls"
+        elif event.stop_reason == "max_tokens":
+            # The CLI would ask the model to go on; the client asked for a bound.
+            self.finish = "length"
+        else:
+            return []
+        self.usage = Usage(self._start_usage.input_tokens, event.output_tokens,
+                           self._start_usage.cache_read_tokens,
+                           self._start_usage.cache_creation_tokens)
+        return self._flush()
+
+    def _flush(self) -> list[Delta]:
+        held = self._matcher.flush()
+        if self._matcher.matched and self.finish is None:
+            self.finish = "stop"
+        if held:
+            self._text.append(held)
+            return [{"content": held}]
+        return []
+
+    def result(self, result: Result) -> list[Delta]:
+        """The CLI's result line: authoritative for text, usage and stop reason."""
+        if self.complete:
+            return []
+        self.usage = result.usage
+        if self.structured:
+            return self._structured_result(result)
+        deltas = []
+        streamed = "".join(self._text)
+        # After a failed stream the CLI retries without streaming: text may arrive only here.
+        if result.text.startswith(streamed) and len(result.text) > len(streamed):
+            deltas = self._content(result.text[len(streamed):])
+        elif not result.text.startswith(streamed):
+            self._final_text = result.text
+        if not self.complete:
+            deltas += self._flush()
+            self.finish = "tool_calls" if self._calls else finish_reason(result.stop_reason)
+        return deltas
+
+    def _structured_result(self, result: Result) -> list[Delta]:
+        value = result.structured_output
+        if value is None:
+            try:
+                value = json.loads(result.text)
+            except ValueError:
+                self.error = NO_STRUCTURED_OUTPUT
+                return []
+        self._structured_value = value
+        self.finish = "stop"
+        if self._text:
+            return []
+        text = json.dumps(value, ensure_ascii=False)
+        self._text.append(text)
+        return [{"content": text}]
+
+    def message(self) -> dict[str, Any]:
+        """The assistant message of a non-streamed completion."""
+        if self._structured_value is not None:
+            content: str | None = json.dumps(self._structured_value, ensure_ascii=False)
+        elif self._final_text is not None:
+            content = self._final_text
+        else:
+            content = "".join(self._text)
+        message: dict[str, Any] = {"role": "assistant",
+                                   "content": content or (None if self._calls else ""),
+                                   "refusal": None}
+        if self._reasoning:
+            message["reasoning_content"] = "".join(self._reasoning)
+        if self._calls:
+            message["tool_calls"] = [
+                {**c, "function": {**c["function"], "arguments": c["function"]["arguments"] or "{}"}}
+                for c in self._calls]
+        return message
