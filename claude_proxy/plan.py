@@ -37,6 +37,8 @@ FIXED_ENV = {
     # Otherwise a dozen client tools are deferred behind a tool-search tool
     # and the model does not see their schemas.
     "ENABLE_TOOL_SEARCH": "false",
+    # Otherwise the CLI silently swaps some full model ids (claude-opus-4-1-...) for its newest model.
+    "CLAUDE_CODE_DISABLE_LEGACY_MODEL_REMAP": "1",
 }
 
 # Flags that keep the user's own Claude Code setup out of proxied runs: no
@@ -82,7 +84,8 @@ class RunPlan:
         return [*self.base_args, "--system-prompt-file", system_prompt_file]
 
 
-def child_env(settings: CLISettings, environ: Mapping[str, str], max_tokens: int | None) -> dict:
+def child_env(settings: CLISettings, environ: Mapping[str, str], max_tokens: int | None,
+              thinking: bool = False) -> dict:
     env = {k: v for k, v in environ.items() if k in INHERITED or k.startswith("LC_")}
     env.update(FIXED_ENV)
     # Each run gets a scratch CLAUDE_CONFIG_DIR (the runner makes it), so the
@@ -94,6 +97,9 @@ def child_env(settings: CLISettings, environ: Mapping[str, str], max_tokens: int
     env["CLAUDE_CODE_MAX_RETRIES"] = str(settings.max_retries)
     if max_tokens is not None:
         env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] = str(max_tokens)
+    if not thinking:
+        # The CLI turns adaptive thinking on by itself; OpenAI clients expect it off.
+        env["CLAUDE_CODE_DISABLE_THINKING"] = "1"
     env.update(settings.cli_env)
     return env
 
@@ -159,10 +165,8 @@ def _feature_args(request: ChatRequest) -> list[str]:
         args += ["--permission-prompt-tool", "stdio"]
     if request.response_format is not None:
         args += ["--json-schema", json.dumps(request.response_format.schema, separators=(",", ":"))]
-    if request.effort is None:
-        args += ["--thinking", "disabled"]
-    else:
-        args += ["--thinking", "enabled", "--effort", request.effort]
+    if request.effort is not None:
+        args += ["--effort", request.effort]
     return args
 
 
@@ -172,7 +176,7 @@ def build_plan(request: ChatRequest, settings: CLISettings, environ: Mapping[str
         system_prompt=request.system,
         # The conversation goes on stdin, never argv: no size cap, not in `ps`.
         stdin=stdin_batches(request),
-        env=child_env(settings, environ, request.max_tokens),
+        env=child_env(settings, environ, request.max_tokens, thinking=request.effort is not None),
         base_args=(
             settings.claude,
             "-p",
