@@ -300,3 +300,4 @@ async def test_aider_few_shot_history_is_real_turns(daemon, mock_api):
     sent = api_messages(mock_api.requests[0])
     assert [(m["role"], m["content"][0]["text"] if isinstance(m["content"], list) else m["content"])
             for m in sent] == [(m["role"], m["content"]) for m in messages[1:]]
+

