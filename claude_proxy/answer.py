@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from attrs import define, field
+from attrs import define, evolve, field
 
 from claude_proxy.chat import finish_reason
 from claude_proxy.errors import APIError
 from claude_proxy.events import (
-    Event, MessageDelta, MessageStart, Result, TextDelta, ThinkingDelta, ToolInputDelta,
-    ToolUseStart, Usage,
+    Event, MessageDelta, MessageStart, Result, TextDelta, ThinkingDelta, ThinkingTokens,
+    ToolInputDelta, ToolUseStart, Usage,
 )
 from claude_proxy.stops import StopMatcher
 from claude_proxy.tools import client_tool_name, openai_call_id
@@ -48,6 +48,7 @@ class Answer:
     _structured_value: Any = field(default=None, init=False)
     _start_usage: Usage = field(factory=Usage, init=False)
     _final_text: str | None = field(default=None, init=False)
+    _thinking_estimate: int = field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._matcher = StopMatcher(self.stops)
@@ -70,7 +71,9 @@ class Answer:
             return self._tool_start(event)
         if isinstance(event, ToolInputDelta):
             return self._tool_input(event)
-        if isinstance(event, MessageStart):
+        if isinstance(event, ThinkingTokens):
+            self._thinking_estimate = max(self._thinking_estimate, event.estimated)
+        elif isinstance(event, MessageStart):
             self._start_usage = event.usage
         elif isinstance(event, MessageDelta):
             return self._message_end(event)
@@ -119,10 +122,16 @@ class Answer:
             self.finish = "length"
         else:
             return []
-        self.usage = Usage(self._start_usage.input_tokens, event.output_tokens,
-                           self._start_usage.cache_read_tokens,
-                           self._start_usage.cache_creation_tokens)
+        self._set_usage(Usage(self._start_usage.input_tokens, event.output_tokens,
+                              self._start_usage.cache_read_tokens,
+                              self._start_usage.cache_creation_tokens))
         return self._flush()
+
+    def _set_usage(self, usage: Usage) -> None:
+        # When the API reports no thinking count, the CLI's own estimate stands in.
+        if not usage.reasoning_tokens and self._thinking_estimate:
+            usage = evolve(usage, reasoning_tokens=min(self._thinking_estimate, usage.output_tokens))
+        self.usage = usage
 
     def _flush(self) -> list[Delta]:
         held = self._matcher.flush()
@@ -137,7 +146,7 @@ class Answer:
         """The CLI's result line: authoritative for text, usage and stop reason."""
         if self.complete:
             return []
-        self.usage = result.usage
+        self._set_usage(result.usage)
         if self.structured:
             return self._structured_result(result)
         deltas = []

@@ -74,6 +74,13 @@ class ThinkingDelta:
 
 
 @frozen
+class ThinkingTokens:
+    """The CLI's running estimate of the thinking tokens (system/thinking_tokens)."""
+
+    estimated: int
+
+
+@frozen
 class ToolUseStart:
     """The model began a tool call (content_block_start of a tool_use block)."""
 
@@ -137,7 +144,7 @@ class RateLimit:
     kind: str
 
 
-Event = (MessageStart | TextDelta | ThinkingDelta | ToolUseStart | ToolInputDelta | MessageDelta
+Event = (MessageStart | TextDelta | ThinkingDelta | ThinkingTokens | ToolUseStart | ToolInputDelta | MessageDelta
          | ControlRequest | ApiRetry | RateLimit | Result)
 
 
@@ -180,6 +187,8 @@ def parse_line(line: bytes) -> Event | None:
         resets = info.get("resetsAt")
         return RateLimit(str(info.get("status", "")), resets if isinstance(resets, int) else None,
                          str(info.get("rateLimitType", "")))
+    if kind == "system" and obj.get("subtype") == "thinking_tokens":
+        return ThinkingTokens(_int(obj.get("estimated_tokens")))
     if kind == "system" and obj.get("subtype") == "api_retry":
         status = obj.get("error_status")
         attempt = obj.get("attempt")

@@ -270,7 +270,9 @@ async def test_stop_string_split_across_deltas(daemon, mock_api):
 @pytest_twisted.ensureDeferred
 async def test_reasoning_content(daemon, mock_api):
     events = await streamed(daemon, {"model": "claude-sonnet-4", "stream": True, "reasoning_effort": "high",
+                                     "stream_options": {"include_usage": True},
                                      "messages": [{"role": "user", "content": "think [[mock:thinking]]"}]})
+    assert events[-2]["usage"]["completion_tokens_details"]["reasoning_tokens"] > 0
     deltas = [c["choices"][0]["delta"] for c in events[:-1] if c["choices"]]
     assert "".join(d.get("reasoning_content") or "" for d in deltas) == THINKING_TEXT
     assert "".join(d.get("content") or "" for d in deltas) == "MOCK REPLY to: think"
