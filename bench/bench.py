@@ -73,7 +73,8 @@ def bare_cli_once(cli: str, env: dict, cli_env: tuple, work: Path) -> tuple[floa
     started = time.perf_counter()
     proc = subprocess.Popen(plan.argv(str(prompt_file)), env=env, cwd=run, bufsize=0,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    proc.stdin.write(plan.stdin)
+    [batch] = plan.stdin  # one user message: no history to replay
+    proc.stdin.write(batch)
     proc.stdin.close()
     # Raw reads, not line iteration, so the bare side is timed as tightly as possible.
     first = None

@@ -45,6 +45,7 @@ class ProxyAPI:
     clock: Any  # IReactorTime
     hold: float = HOLD_HEADERS_SECONDS
     heartbeat: float = HEARTBEAT_SECONDS
+    image_urls: bool = False  # pass http(s) image URLs on for the API to fetch
 
     app = Klein()
 
@@ -78,7 +79,7 @@ class ProxyAPI:
         status = 200
         writer: BufferedWriter | StreamWriter | None = None
         try:
-            chat = parse_chat_request(parse_body(request.content.read()))
+            chat = parse_chat_request(parse_body(request.content.read()), self.image_urls)
             model = chat.model.id
             if chat.ignored:
                 log.debug("{request_id}: ignored parameters: {params}",

@@ -132,14 +132,14 @@ def _refuse_unsupported(body: dict) -> None:
         raise bad_request("Audio output is not supported.", "audio", "unsupported_parameter")
 
 
-def parse_chat_request(body: dict) -> ChatRequest:
+def parse_chat_request(body: dict, image_urls: bool = False) -> ChatRequest:
     """
     Validate an OpenAI chat completion request. Unknown keys are ignored, as
     OpenAI's own clients send many; invalid values get a 400 naming the param.
     """
     model = resolve(body.get("model"))
     _refuse_unsupported(body)
-    conversation = parse_conversation(body.get("messages"))
+    conversation = parse_conversation(body.get("messages"), image_urls)
     stream = body.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
         raise bad_request("stream must be a boolean.", "stream")

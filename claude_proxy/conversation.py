@@ -53,7 +53,7 @@ def _text(text: str) -> dict[str, Any]:
     return {"type": "text", "text": text}
 
 
-def _parts(content: object, where: str, role: str) -> list[dict[str, Any]]:
+def _parts(content: object, where: str, role: str, image_urls: bool = False) -> list[dict[str, Any]]:
     """A message's content (a string or a list of parts) as Anthropic blocks."""
     if content is None:
         if role in ("assistant", "tool", "function"):
@@ -82,7 +82,7 @@ def _parts(content: object, where: str, role: str) -> list[dict[str, Any]]:
         elif kind == "image_url":
             if role not in ("user", "tool"):
                 raise bad_request(f"{at}: images are only accepted in user and tool messages.", at)
-            blocks.append(image_block(part, at))
+            blocks.append(image_block(part, at, image_urls))
         elif kind in ("input_audio", "file", "input_file"):
             raise bad_request(f"{at}: content parts of type '{kind}' are not supported.",
                               at, "unsupported_content")
@@ -113,12 +113,12 @@ def _tool_use(call: object, where: str) -> dict[str, Any]:
             "name": model_tool_name(function["name"]), "input": parsed}
 
 
-def _blocks(message: dict, where: str) -> tuple[str, list[dict[str, Any]]]:
+def _blocks(message: dict, where: str, image_urls: bool) -> tuple[str, list[dict[str, Any]]]:
     """The Anthropic role and blocks of one OpenAI message."""
     role = message["role"]
     content = message.get("content")
     if role == "user":
-        return "user", _parts(content, f"{where}.content", role)
+        return "user", _parts(content, f"{where}.content", role, image_urls)
     if role == "assistant":
         blocks = _parts(content, f"{where}.content", role)
         calls = message.get("tool_calls") or []
@@ -135,7 +135,7 @@ def _blocks(message: dict, where: str) -> tuple[str, list[dict[str, Any]]]:
         if not isinstance(call_id, str) or not call_id:
             raise bad_request(f"{where}.tool_call_id must be a non-empty string.",
                               f"{where}.tool_call_id")
-        result = _parts(content, f"{where}.content", role)
+        result = _parts(content, f"{where}.content", role, image_urls)
         return "user", [{"type": "tool_result", "tool_use_id": anthropic_tool_id(call_id),
                          "content": result or [_text("(no output)")]}]
     # The legacy "function" role has no call id to pair with: its output goes as text.
@@ -162,7 +162,8 @@ def _merged(turns: list[tuple[str, list[dict[str, Any]]]]) -> list[Message]:
     return out
 
 
-def parse_conversation(messages: object) -> Conversation:
+def parse_conversation(messages: object, image_urls: bool = False) -> Conversation:
+    """`image_urls`: pass http(s) image URLs on for the API to fetch (else a 400)."""
     if not isinstance(messages, list) or not messages:
         raise bad_request("messages must be a non-empty list.", "messages")
     system: list[str] = []
@@ -180,7 +181,7 @@ def parse_conversation(messages: object) -> Conversation:
                 raise bad_request(f"{where}: a {role} message may hold text only.", where)
             system.append("\n".join(b["text"] for b in blocks))
             continue
-        turns.append(_blocks(message, where))
+        turns.append(_blocks(message, where, image_urls))
     merged = _merged(turns)
     if not merged:
         raise bad_request("messages must contain at least one user message.", "messages")

@@ -1,7 +1,9 @@
 """
 OpenAI image content parts, as Anthropic image blocks. Pure.
 
-Only inline `data:` URLs are taken: the proxy does not fetch remote images.
+Inline `data:` URLs are taken. The proxy never fetches a remote image itself;
+with `--image-urls` an http(s) URL goes to the API as a URL image source, for
+Anthropic's servers to fetch.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def _url(part: object, where: str) -> tuple[str, str]:
     return url, param
 
 
-def image_block(part: dict, where: str) -> dict:
+def image_block(part: dict, where: str, allow_urls: bool = False) -> dict:
     """
     An Anthropic image block for an OpenAI `image_url` content part; `where`
     names the part in errors, e.g. "messages[2].content[1]". The part's
@@ -67,9 +69,11 @@ def image_block(part: dict, where: str) -> dict:
     url, param = _url(part, where)
     scheme = url.partition(":")[0].lower()
     if scheme in ("http", "https"):
+        if allow_urls:
+            return {"type": "image", "source": {"type": "url", "url": url}}
         raise bad_request(
-            f"{param}: this proxy does not fetch remote images; {_INLINE_HINT}.",
-            param, "unsupported_image_url")
+            f"{param}: this proxy does not pass on remote image URLs unless started with "
+            f"--image-urls; {_INLINE_HINT}.", param, "unsupported_image_url")
     if scheme != "data":
         raise bad_request(f"{param} must be a data: URL; {_INLINE_HINT}.", param,
                           "invalid_image_url")

@@ -52,6 +52,11 @@ class Options(usage.Options):
         "that answers through the logged-in Claude Code CLI."
     )
 
+    optFlags = [
+        ["image-urls", None, "Pass http(s) image URLs on to the API, which fetches them "
+                             "(the proxy never does); without it they get a 400."],
+    ]
+
     optParameters = [
         ["claude", None, None, "The Claude Code CLI to run [default: claude found on PATH]."],
         ["max-concurrent", None, 4, "CLI processes running at once.", _positive(int)],
@@ -137,7 +142,8 @@ def makeService(options: Options, reactor: Any = None,
     runner.setName("runner")
     runner.setServiceParent(top)
     probe = CLIProbe(reactor, claude, probe_env)
-    api = ProxyAPI(runner, settings, probe, environ, reactor)
+    api = ProxyAPI(runner, settings, probe, environ, reactor,
+                   image_urls=bool(options["image-urls"]))
     site = Site(api.resource())
     site.displayTracebacks = False
     for description in options["listen"]:

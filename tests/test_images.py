@@ -119,10 +119,12 @@ def test_far_too_large_is_refused_before_decoding():
 
 
 @pytest.mark.parametrize("url", ["http://example.com/cat.png", "HTTPS://example.com/cat.png"])
-def test_remote_urls_are_not_fetched(url):
+def test_remote_urls_are_refused_unless_passed_on(url):
     error = rejected(part(url), code="unsupported_image_url")
-    assert "does not fetch remote images" in error.message
+    assert "--image-urls" in error.message
     assert "base64 data: URL" in error.message
+    assert image_block(part(url), "m", allow_urls=True) == {
+        "type": "image", "source": {"type": "url", "url": url}}
 
 
 @pytest.mark.parametrize(

@@ -303,3 +303,13 @@ async def test_aider_few_shot_history_is_real_turns(daemon, mock_api):
     assert [(m["role"], m["content"][0]["text"] if isinstance(m["content"], list) else m["content"])
             for m in sent] == [(m["role"], m["content"]) for m in messages[1:]]
 
+
+
+@pytest_twisted.ensureDeferred
+async def test_image_urls_go_to_the_api_only_when_enabled(start_daemon, mock_api):
+    daemon = start_daemon("--image-urls")
+    url = "https://example.com/cat.png"
+    await completed(daemon, {"model": "claude-haiku-4", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is this"}, {"type": "image_url", "image_url": {"url": url}}]}]})
+    [user] = api_messages(mock_api.requests[0])
+    assert {"type": "image", "source": {"type": "url", "url": url}} in user["content"]
