@@ -40,7 +40,8 @@ class Answer:
     usage: Usage = field(factory=Usage, init=False)
     error: APIError | None = field(default=None, init=False)
     _matcher: StopMatcher = field(init=False)
-    _text: list[str] = field(factory=list, init=False)
+    _text: list[str] = field(factory=list, init=False)  # content sent
+    _fed: list[str] = field(factory=list, init=False)  # text given to the stop matcher
     _reasoning: list[str] = field(factory=list, init=False)
     _calls: list[dict[str, Any]] = field(factory=list, init=False)
     _call_of_block: dict[int, int] = field(factory=dict, init=False)
@@ -80,6 +81,7 @@ class Answer:
         return []
 
     def _content(self, text: str) -> list[Delta]:
+        self._fed.append(text)
         emit, matched = self._matcher.feed(text)
         if matched:
             self.finish = "stop"
@@ -116,16 +118,19 @@ class Answer:
 
     def _message_end(self, event: MessageDelta) -> list[Delta]:
         if event.stop_reason == "tool_use" and self._calls:
-            self.finish = "tool_calls"
+            finish = "tool_calls"
         elif event.stop_reason == "max_tokens":
             # The CLI would ask the model to go on; the client asked for a bound.
-            self.finish = "length"
+            finish = "length"
         else:
             return []
+        deltas = self._flush()
+        if finish == "tool_calls" or self.finish is None:
+            self.finish = finish
         self._set_usage(Usage(self._start_usage.input_tokens, event.output_tokens,
                               self._start_usage.cache_read_tokens,
                               self._start_usage.cache_creation_tokens))
-        return self._flush()
+        return deltas
 
     def _set_usage(self, usage: Usage) -> None:
         # When the API reports no thinking count, the CLI's own estimate stands in.
@@ -150,16 +155,25 @@ class Answer:
         if self.structured:
             return self._structured_result(result)
         deltas = []
-        streamed = "".join(self._text)
+        fed = "".join(self._fed)
         # After a failed stream the CLI retries without streaming: text may arrive only here.
-        if result.text.startswith(streamed) and len(result.text) > len(streamed):
-            deltas = self._content(result.text[len(streamed):])
-        elif not result.text.startswith(streamed):
-            self._final_text = result.text
+        if result.text.startswith(fed) and len(result.text) > len(fed):
+            deltas = self._content(result.text[len(fed):])
+        elif not result.text.startswith(fed):
+            self._final_text = self._cut(result.text)
         if not self.complete:
             deltas += self._flush()
             self.finish = "tool_calls" if self._calls else finish_reason(result.stop_reason)
         return deltas
+
+    def _cut(self, text: str) -> str:
+        """A whole text cut at the first stop sequence (finish "stop" if one is found)."""
+        matcher = StopMatcher(self.stops)
+        emit, _ = matcher.feed(text)
+        emit += matcher.flush()
+        if matcher.matched:
+            self.finish = "stop"
+        return emit
 
     def _structured_result(self, result: Result) -> list[Delta]:
         value = result.structured_output

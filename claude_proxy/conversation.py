@@ -78,7 +78,8 @@ def _parts(content: object, where: str, role: str, image_urls: bool = False) -> 
             if text:
                 blocks.append(_text(text))
         elif kind == "refusal":
-            blocks.append(_text(str(part.get("refusal", ""))))
+            if part.get("refusal"):
+                blocks.append(_text(str(part["refusal"])))
         elif kind == "image_url":
             if role not in ("user", "tool"):
                 raise bad_request(f"{at}: images are only accepted in user and tool messages.", at)
@@ -127,8 +128,8 @@ def _blocks(message: dict, where: str, image_urls: bool) -> tuple[str, list[dict
         blocks += [_tool_use(c, f"{where}.tool_calls[{i}]") for i, c in enumerate(calls)]
         legacy = message.get("function_call")
         if isinstance(legacy, dict):
-            blocks.append(_tool_use({"id": f"call_{where}", "function": legacy},
-                                    f"{where}.function_call"))
+            # Legacy function calls carry no id to pair a result with: both sides go as text.
+            blocks.append(_text(f"[called {legacy.get('name')} with {legacy.get('arguments')}]"))
         return "assistant", blocks
     if role == "tool":
         call_id = message.get("tool_call_id")
@@ -176,9 +177,8 @@ def parse_conversation(messages: object, image_urls: bool = False) -> Conversati
         if role not in ROLES:
             raise bad_request(f"{where}.role must be one of {sorted(ROLES)}.", f"{where}.role")
         if role in SYSTEM_ROLES:
+            # _parts refuses images outside user and tool messages: only text is left.
             blocks = _parts(message.get("content"), f"{where}.content", role)
-            if any(b["type"] != "text" for b in blocks):
-                raise bad_request(f"{where}: a {role} message may hold text only.", where)
             system.append("\n".join(b["text"] for b in blocks))
             continue
         turns.append(_blocks(message, where, image_urls))

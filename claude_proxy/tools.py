@@ -117,7 +117,7 @@ def parse_tool_choice(value: object, tools: tuple[Tool, ...]) -> ToolChoice:
     if isinstance(value, dict) and value.get("type") == "function":
         function = value.get("function")
         name = function.get("name") if isinstance(function, dict) else None
-        if name not in {t.name for t in tools}:
+        if not isinstance(name, str) or name not in {t.name for t in tools}:
             raise bad_request(f"tool_choice names {name!r}, which is not in tools.", "tool_choice")
         return ToolChoice("function", name)
     raise bad_request("tool_choice must be 'none', 'auto', 'required' or a named function.",
@@ -153,8 +153,9 @@ def mcp_answer(tools: tuple[Tool, ...], message: dict[str, Any]) -> dict[str, An
     method = message.get("method")
     msg_id = message.get("id")
     if method == "initialize":
-        params = message.get("params") or {}
-        result: dict[str, Any] = _initialize_result(params.get("protocolVersion", MCP_PROTOCOL_VERSION))
+        params = message.get("params")
+        version = params.get("protocolVersion") if isinstance(params, dict) else None
+        result: dict[str, Any] = _initialize_result(version or MCP_PROTOCOL_VERSION)
     elif method == "tools/list":
         result = {"tools": [t.mcp() for t in tools]}
     elif method == "tools/call":
