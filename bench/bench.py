@@ -8,6 +8,10 @@ proxy, timing spawn/request → first text and → end. Prints a markdown table
 and writes the raw figures to bench/results/.
 
     python bench/bench.py --cli .cache/cli/node_modules/.bin/claude -n 30
+
+With --history 0,10,50 it measures instead what earlier turns cost: the same
+request through the proxy after that many user/assistant pairs, each replayed
+to the CLI as a turn of its own.
 """
 
 from __future__ import annotations
@@ -93,10 +97,19 @@ def bare_cli_once(cli: str, env: dict, cli_env: tuple, work: Path) -> tuple[floa
     return first - started, total - started
 
 
-def proxy_once(port: int) -> tuple[float, float]:
+def with_history(pairs: int) -> dict:
+    earlier = []
+    for i in range(pairs):
+        earlier += [{"role": "user", "content": f"Earlier question {i}"},
+                    {"role": "assistant", "content": f"Earlier answer {i}"}]
+    messages = [BODY["messages"][0], *earlier, BODY["messages"][1]]
+    return {**BODY, "messages": messages}
+
+
+def proxy_once(port: int, body: dict = BODY) -> tuple[float, float]:
     started = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    conn.request("POST", "/v1/chat/completions", json.dumps(BODY),
+    conn.request("POST", "/v1/chat/completions", json.dumps(body),
                  {"content-type": "application/json"})
     response = conn.getresponse()
     first = None
@@ -143,10 +156,26 @@ def summary(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered) * 1000, p95 * 1000
 
 
+def history_table(port: int, counts: list[int], n: int) -> None:
+    samples: dict[int, list] = {c: [] for c in counts}
+    for i in range(n):
+        for count in counts if i % 2 == 0 else counts[::-1]:
+            samples[count].append(proxy_once(port, with_history(count)))
+            wait_idle(port)
+    print(f"n = {n} streamed requests each through the proxy; mock API on loopback\n")
+    print("| earlier user/assistant pairs | time to first token (median) | p95 | total (median) |")
+    print("| --- | --- | --- | --- |")
+    for count in counts:
+        ttft, ttft_p95 = summary([s[0] for s in samples[count]])
+        total, _ = summary([s[1] for s in samples[count]])
+        print(f"| {count} | {ttft:.0f} ms | {ttft_p95:.0f} ms | {total:.0f} ms |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cli", default=shutil.which("claude"), help="the Claude Code CLI")
     parser.add_argument("-n", type=int, default=30, help="requests per side")
+    parser.add_argument("--history", help="comma-separated counts of earlier user/assistant pairs")
     args = parser.parse_args()
     if not args.cli:
         raise SystemExit("no Claude Code CLI: pass --cli")
@@ -169,6 +198,9 @@ def main() -> None:
         work.mkdir()
         bare_cli_once(args.cli, env, cli_env, work)  # warm the page cache for both sides
         proxy_once(port)
+        if args.history:
+            history_table(port, [int(c) for c in args.history.split(",")], args.n)
+            return
         bare, proxied = [], []
         for i in range(args.n):
             # ABBA order, so neither side always runs second.

@@ -21,6 +21,8 @@ IGNORED = (
     "temperature", "top_p", "seed", "frequency_penalty", "presence_penalty", "logit_bias",
     "user", "metadata", "store", "parallel_tool_calls", "service_tier", "prediction",
 )
+# The schema goes to the CLI's argv (--json-schema), where one string is capped at 128 KiB.
+MAX_SCHEMA_BYTES = 64 * 1024
 # OpenAI's reasoning_effort → the CLI's --effort ("none" turns thinking off).
 EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh"}
 
@@ -104,6 +106,9 @@ def _response_format(value: object) -> ResponseFormat | None:
         schema = spec.get("schema") if isinstance(spec, dict) else None
         if not isinstance(schema, dict):
             raise bad_request("response_format.json_schema.schema must be a JSON Schema object.",
+                              "response_format.json_schema.schema")
+        if len(json.dumps(schema, separators=(",", ":"))) > MAX_SCHEMA_BYTES:
+            raise bad_request(f"response_format.json_schema.schema is over {MAX_SCHEMA_BYTES} bytes.",
                               "response_format.json_schema.schema")
         return ResponseFormat("json_schema", schema)
     raise bad_request("response_format.type must be 'text', 'json_object' or 'json_schema'.",

@@ -116,12 +116,14 @@ class CLIRun:
         if isinstance(event, ControlRequest):
             self._control(event)
             return
-        if isinstance(event, Result) and self._batches_sent < len(self.plan.stdin) \
-                and not event.is_error:
-            # A replayed history message is in place: send the next batch.
-            self._write(self.plan.stdin[self._batches_sent])
-            self._batches_sent += 1
-            return
+        if isinstance(event, Result) and self._batches_sent < len(self.plan.stdin):
+            if not event.is_error:
+                # A replayed history message is in place: send the next batch.
+                self._write(self.plan.stdin[self._batches_sent])
+                self._batches_sent += 1
+                return
+            log.warn("The CLI refused replayed history message {n}: {text}",
+                     n=self._batches_sent, text=event.text[:300])
         if isinstance(event, Result):
             if self.transport is not None:
                 self.transport.closeStdin()  # the CLI exits once it has nothing to read

@@ -74,6 +74,9 @@ def test_response_format():
     assert request(response_format={"type": "text"}).response_format is None
     bad("response_format.json_schema.schema", response_format={"type": "json_schema", "json_schema": {}})
     bad("response_format.type", response_format={"type": "xml"})
+    huge = {"type": "object", "description": "x" * 70_000}
+    bad("response_format.json_schema.schema",
+        response_format={"type": "json_schema", "json_schema": {"schema": huge}})
 
 
 def test_include_usage_needs_stream():

@@ -326,3 +326,16 @@ def test_unknown_control_requests_get_an_error_answer(runner, reactor):
     [answer] = [json.loads(line) for line in bytes(process.stdin[sent:]).splitlines()]
     assert answer["response"] == {"subtype": "error", "request_id": "r1",
                                   "error": "The proxy does not handle 'ui_toast'."}
+
+
+def test_a_refused_history_message_fails_the_request(runner, reactor):
+    body = {"model": "claude-haiku-4", "messages": [
+        {"role": "user", "content": "one"}, {"role": "assistant", "content": "two"},
+        {"role": "user", "content": "three"}]}
+    recorder = Recorder()
+    runner.submit(build_plan(parse_chat_request(body), CLISettings("/bin/claude"), {}), recorder)
+    [process] = reactor.spawned
+    sent = bytes(process.stdin)
+    process.emit(sample_lines("cli-2.1.330/error-401-default-retries.jsonl")[-1])
+    assert recorder.error.code == "cli_not_logged_in"
+    assert bytes(process.stdin) == sent  # nothing more was replayed
