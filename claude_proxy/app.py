@@ -6,13 +6,11 @@ The HTTP API: a class-based Klein app serving /health, /v1/models and
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from attrs import define
+from attrs import define, field
 from klein import Klein
-from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -22,6 +20,8 @@ from claude_proxy.answer import Answer
 from claude_proxy.chat import parse_body, parse_chat_request
 from claude_proxy.cli import CLIProbe
 from claude_proxy.errors import APIError
+from claude_proxy.gate import exchange_of
+from claude_proxy.metrics import CONTENT_TYPE, Metrics
 from claude_proxy.models import model_list, model_object, resolve
 from claude_proxy.plan import CLISettings, build_plan
 from claude_proxy.runner import Runner
@@ -43,9 +43,17 @@ class ProxyAPI:
     probe: CLIProbe
     environ: Mapping[str, str]
     clock: Any  # IReactorTime
+    metrics: Metrics
     hold: float = HOLD_HEADERS_SECONDS
     heartbeat: float = HEARTBEAT_SECONDS
     image_urls: bool = False  # pass http(s) image URLs on for the API to fetch
+    max_per_key: int = 0  # chat requests at once per API key; 0: no limit
+    started: float = field(default=None)
+    _per_key: dict = field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        if self.started is None:
+            self.started = self.clock.seconds()
 
     app = Klein()
 
@@ -58,10 +66,17 @@ class ProxyAPI:
         body = {
             "status": "ok" if health.ok else "unavailable",
             "cli": {"path": health.path, "version": health.version, "error": health.error},
+            "login": health.login,
             "in_flight": self.runner.in_flight,
             "queued": self.runner.waiting,
+            "uptime_seconds": round(self.clock.seconds() - self.started, 1),
         }
         return _json(request, 200 if health.ok else 503, body)
+
+    @app.route("/metrics", methods=["GET"])
+    def prometheus(self, request: IRequest) -> bytes:
+        request.setHeader(b"content-type", CONTENT_TYPE.encode())
+        return self.metrics.render()
 
     @app.route("/v1/models", methods=["GET"])
     def models(self, request: IRequest) -> bytes:
@@ -73,51 +88,73 @@ class ProxyAPI:
 
     @app.route("/v1/chat/completions", methods=["POST"])
     async def chat_completions(self, request: IRequest) -> bytes | None:
-        started = self.clock.seconds()
-        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        model = "-"
-        status = 200
+        exchange = exchange_of(request)
+        completion_id = f"chatcmpl-{exchange.request_id}"
         writer: BufferedWriter | StreamWriter | None = None
+        key = exchange.key_id
         try:
             chat = parse_chat_request(parse_body(request.content.read()), self.image_urls)
-            model = chat.model.id
+            exchange.model = chat.model.id
             if chat.ignored:
                 log.debug("{request_id}: ignored parameters: {params}",
-                          request_id=completion_id, params=", ".join(chat.ignored))
+                          request_id=exchange.request_id, params=", ".join(chat.ignored))
             plan = build_plan(chat, self.settings, self.environ)
+            self._admit(key)
             created = int(self.clock.seconds())
             answer = Answer(chat.stop, structured=chat.response_format is not None)
+
+            def first_output() -> None:
+                exchange.first_token = self.clock.seconds() - exchange.started
+
             if chat.stream:
-                writer = StreamWriter(request, self.clock, completion_id, model, created,
+                writer = StreamWriter(request, self.clock, completion_id, exchange.model, created,
                                       chat.include_usage, self.hold, self.heartbeat,
-                                      answer=answer)
+                                      answer=answer, on_output=first_output)
             else:
-                writer = BufferedWriter(completion_id, model, created, answer=answer)
-            writer.begin(self.runner.submit(plan, writer))
-            body = await writer.done
+                writer = BufferedWriter(completion_id, exchange.model, created, answer=answer,
+                                        on_output=first_output)
+            try:
+                writer.begin(self.runner.submit(plan, writer))
+                body = await writer.done
+            finally:
+                self._release(key)
             return None if body is None else _json(request, 200, body)
-        except APIError as e:
-            status = e.status
-            raise
-        except CancelledError:
-            status = 499  # the client went away
-            raise
         finally:
-            usage = writer.usage if writer is not None else None
-            if writer is not None and writer.error is not None:
-                status = writer.error.status  # also when it went out as an SSE event
-            log.info(
-                "{request_id} {model} {status} {duration_ms}ms "
-                "prompt_tokens={prompt_tokens} completion_tokens={completion_tokens}",
-                request_id=completion_id, model=model, status=status,
-                duration_ms=round((self.clock.seconds() - started) * 1000),
-                prompt_tokens=usage.prompt_tokens if usage else 0,
-                completion_tokens=usage.output_tokens if usage else 0,
-            )
+            if writer is not None:
+                self._account(exchange, writer)
+
+    def _admit(self, key: str | None) -> None:
+        if key is None or not self.max_per_key:
+            return
+        if self._per_key.get(key, 0) >= self.max_per_key:
+            raise APIError(429, f"This API key already has {self.max_per_key} requests running "
+                                "(--max-per-key).", "rate_limit_error", "key_concurrency_limit",
+                           retry_after=1)
+        self._per_key[key] = self._per_key.get(key, 0) + 1
+
+    def _release(self, key: str | None) -> None:
+        if key is None or not self.max_per_key:
+            return
+        self._per_key[key] -= 1
+        if not self._per_key[key]:
+            del self._per_key[key]
+
+    def _account(self, exchange: Any, writer: BufferedWriter | StreamWriter) -> None:
+        usage = writer.usage
+        if usage is not None:
+            exchange.prompt_tokens = usage.prompt_tokens
+            exchange.completion_tokens = usage.output_tokens
+            self.metrics.answered(exchange.model, exchange.first_token,
+                                  usage.prompt_tokens, usage.output_tokens)
+        if writer.error is not None:
+            # Also when it went out as an SSE event after a 200.
+            exchange.error_code = writer.error.code
+            self.metrics.failed(writer.error.code or "unknown")
 
     @app.handle_errors(APIError)
     def api_error(self, request: IRequest, failure: Failure) -> bytes:
         error = failure.value
+        exchange_of(request).error_code = error.code
         if error.retry_after is not None:
             request.setHeader(b"retry-after", str(error.retry_after).encode())
         return _json(request, error.status, error.to_json())

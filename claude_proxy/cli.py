@@ -5,6 +5,7 @@ start-up (so a missing CLI refuses to start), and asynchronously for /health.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -34,6 +35,19 @@ class Health:
     path: str
     version: str | None
     error: str | None = None
+    # From `claude auth status` (no API call, no quota): logged_in, method, subscription.
+    login: dict | None = None
+
+
+def parse_login(output: bytes) -> dict | None:
+    try:
+        status = json.loads(output)
+    except ValueError:
+        return None
+    if not isinstance(status, dict) or not isinstance(status.get("loggedIn"), bool):
+        return None
+    return {"logged_in": status["loggedIn"], "method": status.get("authMethod"),
+            "subscription": status.get("subscriptionType")}
 
 
 def find_claude(option: str | None, environ: Mapping[str, str]) -> str:
@@ -88,17 +102,27 @@ class CLIProbe:
         if self._last is not None and now - self._checked_at < HEALTH_CACHE_SECONDS:
             return self._last
         try:
-            out, err, code = await getProcessOutputAndValue(
-                self.path, ("--version",), env=dict(self.env), reactor=self.reactor,
-            ).addTimeout(VERSION_TIMEOUT, self.reactor)
+            out, err, code = await self._run("--version")
         except (OSError, defer.TimeoutError) as e:
             health = Health(False, self.path, None, str(e) or "no answer to --version")
         else:
             version = parse_version(out)
             if code == 0 and version:
-                health = Health(True, self.path, version)
+                health = Health(True, self.path, version, login=await self._login())
             else:
                 why = (err or out).decode("utf-8", "replace").strip()[:300]
                 health = Health(False, self.path, None, f"exit {code}: {why}")
         self._last, self._checked_at = health, now
         return health
+
+    def _run(self, *args: str) -> defer.Deferred:
+        return getProcessOutputAndValue(
+            self.path, args, env=dict(self.env), reactor=self.reactor,
+        ).addTimeout(VERSION_TIMEOUT, self.reactor)
+
+    async def _login(self) -> dict | None:
+        try:
+            out, _, _ = await self._run("auth", "status", "--json")
+        except (OSError, defer.TimeoutError):
+            return None
+        return parse_login(out)

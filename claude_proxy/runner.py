@@ -300,6 +300,7 @@ class Runner(Service):
     idle_timeout: float = 180.0
     kill_grace: float = 5.0
     scratch_root: str | None = None
+    shutdown_grace: float = 0.0
     _active: set = field(factory=set)
     _queue: deque = field(factory=deque)
     _stopping: bool = False
@@ -341,9 +342,26 @@ class Runner(Service):
             nxt.start()
 
     def stopService(self) -> Deferred:
+        """
+        Queued requests fail at once; running ones get shutdown_grace seconds
+        to finish, then fail too (a stream gets an error event and [DONE]),
+        and every CLI process is ended.
+        """
         self._stopping = True
         super().stopService()
-        runs = [*self._queue, *self._active]
-        for run in runs:
+        for run in list(self._queue):
             run.fail(SHUTTING_DOWN)
-        return DeferredList([run.exited for run in runs])
+        running = list(self._active)
+        done = DeferredList([run.exited for run in running])
+        if running and self.shutdown_grace <= 0:
+            self._end_all()
+        elif running:
+            log.info("Waiting up to {grace}s for {count} request(s) to finish",
+                     grace=self.shutdown_grace, count=len(running))
+            deadline = self.reactor.callLater(self.shutdown_grace, self._end_all)
+            done.addBoth(lambda result: deadline.cancel() if deadline.active() else None)
+        return done
+
+    def _end_all(self) -> None:
+        for run in list(self._active):
+            run.fail(SHUTTING_DOWN)

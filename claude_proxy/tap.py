@@ -4,8 +4,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import signal
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,18 +16,43 @@ from twisted.application import service, strports
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.web.server import Site
 
 from claude_proxy import __version__
 from claude_proxy.app import ProxyAPI
+from claude_proxy.auth import KeyFileError, KeyRing
 from claude_proxy.cli import CLIMissing, CLIProbe, find_claude, version_now
+from claude_proxy.gate import Gate, ProxySite
+from claude_proxy.metrics import Metrics
 from claude_proxy.plan import CLISettings, child_env
 from claude_proxy.runner import Runner
 
 log = Logger()
 
 DEFAULT_LISTEN = "tcp:3456:interface=127.0.0.1"
+DEFAULT_MAX_BODY = 32 * 1024 * 1024
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _non_negative_float(value: str) -> float:
+    parsed = float(value)
+    if parsed < 0:
+        raise ValueError(f"must be 0 or more, not {value}")
+    return parsed
+
+
+def beyond_loopback(description: str) -> bool:
+    """Whether a --listen endpoint can be reached from other machines."""
+    kind, _, rest = description.partition(":")
+    if kind == "unix":
+        return False
+    interface = next((p.partition("=")[2] for p in rest.split(":") if p.startswith("interface=")),
+                     None)
+    if not interface:
+        return True  # all interfaces
+    try:
+        return not ipaddress.ip_address(interface.replace("\\", "")).is_loopback
+    except ValueError:
+        return interface != "localhost"
 
 
 def _positive(kind: type) -> Any:
@@ -55,6 +83,7 @@ class Options(usage.Options):
     optFlags = [
         ["image-urls", None, "Pass http(s) image URLs on to the API, which fetches them "
                              "(the proxy never does); without it they get a 400."],
+        ["insecure-no-auth", None, "Allow listening beyond loopback without an API key."],
     ]
 
     optParameters = [
@@ -67,12 +96,38 @@ class Options(usage.Options):
          _positive(float)],
         ["cli-retries", None, 2, "How often the CLI itself retries a failed API call.",
          _non_negative_int],
+        ["api-key-file", None, None,
+         "File of accepted API keys, one a line; re-read on SIGHUP."],
+        ["max-body-bytes", None, DEFAULT_MAX_BODY, "Largest request body; beyond, 413.",
+         _positive(int)],
+        ["max-per-key", None, 0, "Chat requests one API key may run at once; 0: no limit.",
+         _non_negative_int],
+        ["shutdown-grace", None, 30.0,
+         "Seconds running requests get to finish on SIGTERM before they are ended.",
+         _non_negative_float],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
         self["cli-env"] = []
+        self["api-key"] = []
+        self["cors-origin"] = []
+
+    def opt_api_key(self, key: str) -> None:
+        """
+        An accepted API key (repeatable; it shows in `ps`: prefer --api-key-file).
+        """
+        if not key.strip():
+            raise usage.UsageError("--api-key must not be empty")
+        self["api-key"].append(key.strip())
+
+    def opt_cors_origin(self, origin: str) -> None:
+        """
+        A web origin allowed to call the API, e.g. http://localhost:5173 (repeatable).
+        Requests from any other Origin are refused with 403.
+        """
+        self["cors-origin"].append(origin.rstrip("/"))
 
     def opt_listen(self, description: str) -> None:
         """
@@ -105,8 +160,16 @@ class Options(usage.Options):
 class ProxyService(service.MultiService):
     """
     The runner and the listening ports. A port that cannot be bound stops
-    start-up with a plain message rather than a traceback.
+    start-up with a plain message rather than a traceback. Under twistd it
+    also owns two signals: SIGHUP re-reads the API keys, and SIGTERM stops
+    gracefully and exits 0 (twistd's own handler would re-raise the signal).
     """
+
+    def __init__(self, reactor: Any, keys: KeyRing) -> None:
+        super().__init__()
+        self._reactor = reactor
+        self._keys = keys
+        self._previous: dict[int, Any] = {}
 
     def privilegedStartService(self) -> None:
         # twistd binds ports here, before dropping privileges.
@@ -117,6 +180,33 @@ class ProxyService(service.MultiService):
                 f"claude-proxy: cannot listen on {e.interface or '*'}:{e.port}: {e.socketError}. "
                 "Is another claude-proxy already running? Use --listen to pick another port."
             ) from None
+
+    def startService(self) -> None:
+        super().startService()
+        # Only as the process's own service: not when embedded in a running reactor (tests).
+        if threading.current_thread() is threading.main_thread() and not self._reactor.running:
+            self._reactor.addSystemEventTrigger("after", "startup", self._install_signals)
+
+    def _install_signals(self) -> None:
+        def on_term(number: int, frame: Any) -> None:
+            self._reactor.callFromThread(self._terminate)
+
+        def on_hup(number: int, frame: Any) -> None:
+            self._reactor.callFromThread(self._keys.reload)
+
+        for number, handler in ((signal.SIGTERM, on_term), (signal.SIGHUP, on_hup)):
+            self._previous[number] = signal.signal(number, handler)
+
+    def _terminate(self) -> None:
+        log.info("Received SIGTERM, stopping gracefully.")
+        if self._reactor.running:
+            self._reactor.stop()
+
+    def stopService(self) -> Any:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
+        return super().stopService()
 
 
 def makeService(options: Options, reactor: Any = None,
@@ -136,16 +226,29 @@ def makeService(options: Options, reactor: Any = None,
         raise SystemExit(f"claude-proxy: {e}") from None
     log.info("Using the Claude Code CLI {version} at {path}", version=version, path=claude)
 
-    top = ProxyService()
+    try:
+        keys = KeyRing(tuple(options["api-key"]), options["api-key-file"])
+    except KeyFileError as e:
+        raise SystemExit(f"claude-proxy: {e}") from None
+    open_to = [d for d in options["listen"] if beyond_loopback(d)]
+    if open_to and not keys.enabled and not options["insecure-no-auth"]:
+        raise SystemExit(
+            f"claude-proxy: refusing to listen on {', '.join(open_to)} without an API key: anyone "
+            "who can reach it could use your subscription. Give keys with --api-key-file FILE "
+            "(or --api-key), or, if the network is trusted, say so with --insecure-no-auth.")
+
+    top = ProxyService(reactor, keys)
     runner = Runner(reactor, options["max-concurrent"], options["queue"],
-                    options["timeout"], options["idle-timeout"])
+                    options["timeout"], options["idle-timeout"],
+                    shutdown_grace=options["shutdown-grace"])
     runner.setName("runner")
     runner.setServiceParent(top)
     probe = CLIProbe(reactor, claude, probe_env)
-    api = ProxyAPI(runner, settings, probe, environ, reactor,
-                   image_urls=bool(options["image-urls"]))
-    site = Site(api.resource())
-    site.displayTracebacks = False
+    metrics = Metrics(runner)
+    api = ProxyAPI(runner, settings, probe, environ, reactor, metrics,
+                   image_urls=bool(options["image-urls"]), max_per_key=options["max-per-key"])
+    gate = Gate(api.resource(), keys, metrics, reactor, frozenset(options["cors-origin"]))
+    site = ProxySite(gate, options["max-body-bytes"])
     for description in options["listen"]:
         strports.service(description, site, reactor=reactor).setServiceParent(top)
     return top

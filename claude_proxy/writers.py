@@ -40,6 +40,8 @@ class _Ending:
 
     done: Deferred = field(init=False)
     answer: Answer = field(factory=Answer, kw_only=True)
+    # Called when the first content, reasoning or tool call is known (time to first token).
+    on_output: Any = field(default=None, kw_only=True)
     run: Any = field(default=None, init=False)
     usage: Usage | None = field(default=None, init=False)
     error: APIError | None = field(default=None, init=False)
@@ -59,6 +61,13 @@ class _Ending:
     def _stop(self) -> None:
         """Cancel any timers of the writer's own."""
 
+    def _feed(self, event: Event) -> list[dict]:
+        deltas = self.answer.feed(event)
+        if deltas and self.on_output is not None:
+            self.on_output()
+            self.on_output = None
+        return deltas
+
     def _answered_early(self) -> None:
         """The answer is whole before the CLI's result: end the CLI before it goes on."""
         if self.run is not None:
@@ -74,7 +83,7 @@ class BufferedWriter(_Ending):
     created: int
 
     def cli_event(self, event: Event) -> None:
-        self.answer.feed(event)
+        self._feed(event)
         if self.answer.complete:
             self._respond()
             self._answered_early()
@@ -168,7 +177,7 @@ class StreamWriter(_Ending):
             self._send(chunk(self.completion_id, self.model, self.created, delta))
 
     def cli_event(self, event: Event) -> None:
-        deltas = self.answer.feed(event)
+        deltas = self._feed(event)
         if deltas or isinstance(event, MessageStart):
             self._commit()
         self._deltas(deltas)

@@ -14,7 +14,10 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
 from claude_proxy.app import ProxyAPI
+from claude_proxy.auth import KeyRing
 from claude_proxy.cli import Health
+from claude_proxy.gate import Gate
+from claude_proxy.metrics import Metrics
 from claude_proxy.plan import CLISettings
 from claude_proxy.runner import Runner
 
@@ -52,14 +55,22 @@ def reactor():
     return FakeProcessReactor()
 
 
-@pytest.fixture
-def proxy(reactor, tmp_path):
+def build(reactor, tmp_path, keys=(), origins=(), max_per_key=0):
     runner = Runner(reactor, max_concurrent=1, queue_size=1, kill_grace=5,
                     scratch_root=str(tmp_path))
-    probe = FakeProbe(Health(True, "/bin/claude", "2.1.330"))
-    api = ProxyAPI(runner, CLISettings("/bin/claude"), probe, {"PATH": "/bin"}, reactor)
-    capture = Capture(api.resource())
+    probe = FakeProbe(Health(True, "/bin/claude", "2.1.330",
+                             login={"logged_in": True, "method": "claude.ai", "subscription": "max"}))
+    metrics = Metrics(runner)
+    api = ProxyAPI(runner, CLISettings("/bin/claude"), probe, {"PATH": "/bin"}, reactor, metrics,
+                   max_per_key=max_per_key)
+    capture = Capture(Gate(api.resource(), KeyRing(tuple(keys)), metrics, reactor,
+                           frozenset(origins)))
     return api, capture, StubTreq(capture)
+
+
+@pytest.fixture
+def proxy(reactor, tmp_path):
+    return build(reactor, tmp_path)
 
 
 def answered(d: Deferred) -> bool:
@@ -110,6 +121,9 @@ def test_health_and_models(proxy):
     health = json.loads(result(treq.content(response)))
     assert health["cli"] == {"path": "/bin/claude", "version": "2.1.330", "error": None}
     assert (health["in_flight"], health["queued"]) == (0, 0)
+    assert health["login"] == {"logged_in": True, "method": "claude.ai", "subscription": "max"}
+    assert health["uptime_seconds"] == 0
+    assert len(response.headers.getRawHeaders("x-request-id")[0]) == 32
 
     api.probe.health = Health(False, "/bin/claude", None, "No such file")
     assert result(treq.get("http://proxy/health")).code == 503
@@ -298,3 +312,105 @@ def test_a_slow_client_pauses_reading_the_cli(proxy, reactor):
     assert process.paused
     channel.resumeProducing()
     assert not process.paused
+
+
+# -- the gate: keys, origins, request ids, metrics
+
+
+def post(treq, headers=None, **over):
+    return result(treq.post(URL, json=body(**over), headers=headers or {}))
+
+
+@pytest.mark.parametrize("headers, status", [
+    ({}, 401),
+    ({"authorization": "Bearer wrong"}, 401),
+    ({"authorization": "Basic c2stb25l"}, 401),
+    ({"x-api-key": "sk-two "}, 200),
+    ({"authorization": "Bearer sk-one"}, 200),
+    ({"authorization": "bearer  sk-one"}, 200),
+])
+def test_api_keys(reactor, tmp_path, headers, status):
+    _, _, treq = build(reactor, tmp_path, keys=("sk-one", "sk-two"))
+    d = treq.post(URL, json=body(), headers=headers)
+    if status == 200:
+        response = answer(treq, reactor, d)[0]
+    else:
+        response = result(d)
+        error = json.loads(result(treq.content(response)))["error"]
+        assert error["code"] == "invalid_api_key"
+        assert response.headers.getRawHeaders("www-authenticate")
+        assert reactor.spawned == []  # refused before any CLI ran
+    assert response.code == status
+
+
+def test_health_stays_open_and_models_need_the_key(reactor, tmp_path):
+    _, _, treq = build(reactor, tmp_path, keys=("sk-one",))
+    assert result(treq.get("http://proxy/health")).code == 200
+    assert result(treq.get("http://proxy/v1/models")).code == 401
+    assert result(treq.get("http://proxy/metrics")).code == 401
+
+
+def test_cross_origin_requests_are_refused_before_any_cli_runs(reactor, tmp_path):
+    _, _, treq = build(reactor, tmp_path, origins=("http://localhost:5173",))
+    response = post(treq, {"origin": "https://evil.example"})
+    assert response.code == 403
+    assert json.loads(result(treq.content(response)))["error"]["code"] == "origin_not_allowed"
+    assert reactor.spawned == []
+    assert not response.headers.hasHeader("access-control-allow-origin")
+
+
+def test_allowed_origins_get_cors_headers_and_preflight(reactor, tmp_path):
+    _, _, treq = build(reactor, tmp_path, keys=("sk-one",), origins=("http://localhost:5173",))
+    origin = {"origin": "http://localhost:5173"}
+    preflight = result(treq.request("OPTIONS", URL, headers={
+        **origin, "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization, content-type"}))
+    assert preflight.code == 204  # no key needed for a preflight
+    assert preflight.headers.getRawHeaders("access-control-allow-origin") == ["http://localhost:5173"]
+    assert "POST" in preflight.headers.getRawHeaders("access-control-allow-methods")[0]
+    response = answer(treq, reactor, treq.post(
+        URL, json=body(), headers={**origin, "authorization": "Bearer sk-one"}))[0]
+    assert response.code == 200
+    assert response.headers.getRawHeaders("access-control-allow-origin") == ["http://localhost:5173"]
+
+
+def test_per_key_concurrency(reactor, tmp_path):
+    _, _, treq = build(reactor, tmp_path, keys=("sk-one", "sk-two"), max_per_key=1)
+    first = treq.post(URL, json=body(), headers={"x-api-key": "sk-one"})
+    treq.flush()
+    second = post(treq, {"x-api-key": "sk-one"})
+    assert second.code == 429
+    assert json.loads(result(treq.content(second)))["error"]["code"] == "key_concurrency_limit"
+    other = treq.post(URL, json=body(), headers={"x-api-key": "sk-two"})
+    treq.flush()
+    assert len(reactor.spawned) == 1  # sk-two waits in the queue, not refused
+    reactor.spawned[0].emit(*PARTIAL)
+    reactor.spawned[0].exit(0)
+    treq.flush()
+    assert result(first).code == 200
+    reactor.spawned[1].emit(*PARTIAL)
+    reactor.spawned[1].exit(0)
+    treq.flush()
+    assert result(other).code == 200
+    assert answer(treq, reactor, treq.post(URL, json=body(), headers={"x-api-key": "sk-one"}))[0].code == 200
+
+
+def test_metrics_count_requests_tokens_and_failures(proxy, reactor):
+    _, _, treq = proxy
+    answer(treq, reactor, treq.post(URL, json=body()))
+    d = treq.post(URL, json=body())
+    treq.flush()
+    reactor.spawned[-1].emit(*sample_lines("cli-2.1.330/error-401-default-retries.jsonl"))
+    reactor.spawned[-1].exit(1)
+    treq.flush()
+    assert result(d).code == 503
+    response = result(treq.get("http://proxy/metrics"))
+    assert response.headers.getRawHeaders("content-type")[0].startswith("text/plain")
+    text = result(treq.content(response)).decode()
+    assert 'claude_proxy_requests_total{endpoint="chat_completions",model="claude-haiku-4",status="200"} 1.0' in text
+    assert 'claude_proxy_requests_total{endpoint="chat_completions",model="claude-haiku-4",status="503"} 1.0' in text
+    assert 'claude_proxy_tokens_total{direction="completion",model="claude-haiku-4"} 7.0' in text
+    assert 'claude_proxy_cli_failures_total{kind="cli_not_logged_in"} 1.0' in text
+    assert "claude_proxy_time_to_first_token_seconds_count" in text
+    assert "claude_proxy_cli_processes 0.0" in text  # both runs have ended
+    assert "claude_proxy_queue_depth 0.0" in text

@@ -269,6 +269,29 @@ def test_stop_service_ends_everything(runner, reactor):
         runner.submit(plan(), Recorder())
 
 
+def test_stop_service_gives_running_requests_the_grace_period(reactor, tmp_path):
+    runner = Runner(reactor, max_concurrent=2, queue_size=1, kill_grace=5,
+                    scratch_root=str(tmp_path), shutdown_grace=30)
+    runner.startService()
+    finishing, slow, queued = Recorder(), Recorder(), Recorder()
+    for r in (finishing, slow, queued):
+        runner.submit(plan(), r)
+    stopped = runner.stopService()
+    assert queued.error.code == "shutting_down"  # queued ones fail at once
+    assert finishing.error is None and slow.error is None
+    first, second = reactor.spawned
+    reactor.advance(10)
+    first.emit(*PARTIAL)
+    first.exit(0)
+    assert finishing.result.text == "MOCK REPLY to: hello"
+    assert not stopped.called and second.signals == []
+    reactor.advance(20)  # the grace period is over
+    assert slow.error.code == "shutting_down" and second.signals == ["TERM"]
+    second.exit(signal=15)
+    assert stopped.called
+    assert reactor.getDelayedCalls() == []
+
+
 def test_usage_limit_reset_time_comes_from_the_rate_limit_event(runner, reactor):
     reactor.advance(1795266092 - 7200)  # two hours before the sample's reset
     recorder = Recorder()

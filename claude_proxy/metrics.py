@@ -1,0 +1,64 @@
+"""
+Prometheus metrics for GET /metrics: one registry per daemon (not the
+library's global one, so tests and several daemons in one process stay apart).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attrs import define, field
+from prometheus_client import (
+    CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest,
+)
+
+# Seconds: a cold CLI answers in ~0.5 s; agents' turns run to minutes.
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 30, 60, 120, 300, 600)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+@define
+class Metrics:
+    runner: Any  # in_flight and waiting are read at scrape time
+    registry: CollectorRegistry = field(factory=CollectorRegistry)
+    requests: Counter = field(init=False)
+    duration: Histogram = field(init=False)
+    first_token: Histogram = field(init=False)
+    tokens: Counter = field(init=False)
+    failures: Counter = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        r = self.registry
+        self.requests = Counter("claude_proxy_requests", "HTTP requests answered.",
+                                ["endpoint", "model", "status"], registry=r)
+        self.duration = Histogram("claude_proxy_request_duration_seconds",
+                                  "Time from request to the end of the response.",
+                                  ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        self.first_token = Histogram("claude_proxy_time_to_first_token_seconds",
+                                     "Time from request to the first content, reasoning or tool call.",
+                                     ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.tokens = Counter("claude_proxy_tokens", "Tokens in and out, as the API counted them.",
+                              ["model", "direction"], registry=r)
+        self.failures = Counter("claude_proxy_cli_failures", "CLI runs that failed, by kind.",
+                                ["kind"], registry=r)
+        Gauge("claude_proxy_cli_processes", "CLI processes running now.",
+              registry=r).set_function(lambda: self.runner.in_flight)
+        Gauge("claude_proxy_queue_depth", "Requests waiting for a free CLI process.",
+              registry=r).set_function(lambda: self.runner.waiting)
+
+    def request_done(self, endpoint: str, model: str, status: int, seconds: float) -> None:
+        self.requests.labels(endpoint, model, str(status)).inc()
+        self.duration.labels(endpoint).observe(seconds)
+
+    def answered(self, model: str, first_token: float | None, prompt: int, completion: int) -> None:
+        if first_token is not None:
+            self.first_token.labels(model).observe(first_token)
+        self.tokens.labels(model, "prompt").inc(prompt)
+        self.tokens.labels(model, "completion").inc(completion)
+
+    def failed(self, kind: str) -> None:
+        self.failures.labels(kind).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
