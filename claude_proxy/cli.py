@@ -46,8 +46,12 @@ def parse_login(output: bytes) -> dict | None:
         return None
     if not isinstance(status, dict) or not isinstance(status.get("loggedIn"), bool):
         return None
-    return {"logged_in": status["loggedIn"], "method": status.get("authMethod"),
-            "subscription": status.get("subscriptionType")}
+    login = {"logged_in": status["loggedIn"], "method": status.get("authMethod"),
+             "subscription": status.get("subscriptionType")}
+    if login["method"] == "api_key":
+        login["warning"] = ("The CLI signs in with an API key: requests are billed per token, "
+                            "not to a Claude subscription.")
+    return login
 
 
 def find_claude(option: str | None, environ: Mapping[str, str]) -> str:

@@ -155,6 +155,12 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
+        open_to = [d for d in self["listen"] if beyond_loopback(d)]
+        if open_to and not (self["api-key"] or self["api-key-file"] or self["insecure-no-auth"]):
+            raise usage.UsageError(
+                f"refusing to listen on {', '.join(open_to)} without an API key: anyone who can "
+                "reach it could use your subscription. Give keys with --api-key-file FILE (or "
+                "--api-key), or, if the network is trusted, say so with --insecure-no-auth.")
 
 
 class ProxyService(service.MultiService):
@@ -230,12 +236,6 @@ def makeService(options: Options, reactor: Any = None,
         keys = KeyRing(tuple(options["api-key"]), options["api-key-file"])
     except KeyFileError as e:
         raise SystemExit(f"claude-proxy: {e}") from None
-    open_to = [d for d in options["listen"] if beyond_loopback(d)]
-    if open_to and not keys.enabled and not options["insecure-no-auth"]:
-        raise SystemExit(
-            f"claude-proxy: refusing to listen on {', '.join(open_to)} without an API key: anyone "
-            "who can reach it could use your subscription. Give keys with --api-key-file FILE "
-            "(or --api-key), or, if the network is trusted, say so with --insecure-no-auth.")
 
     top = ProxyService(reactor, keys)
     runner = Runner(reactor, options["max-concurrent"], options["queue"],

@@ -1,0 +1,246 @@
+"""
+The daemon as a long-running service: a real daemonized `twistd` with a
+pidfile, keys re-read on SIGHUP, a graceful SIGTERM; and the refusals that
+keep others out (non-loopback without a key, cross-origin, oversized bodies).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+import treq
+
+from tests.integration.conftest import build_daemon, free_port
+from tests.integration.test_twistd import TWISTD
+
+CHAT = "/v1/chat/completions"
+
+
+@pytest.fixture
+def mock_process(tmp_path):
+    """The mock API in its own process: the daemon under test is one too."""
+    proc = subprocess.Popen([sys.executable, "-m", "tests.mock_anthropic", "--port", "0"],
+                            cwd=Path(__file__).parents[2], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    port = proc.stdout.readline().split()[1]
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait()
+
+
+def http(url, body=None, headers=None, timeout=30):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={
+        "content-type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read(), response.headers
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), e.headers
+
+
+def wait_for(check, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def processes_under(directory: Path) -> list[int]:
+    """Processes whose working directory is inside `directory` (the CLI runs' scratch dirs)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(Path(os.readlink(entry / "cwd"))).startswith(str(directory)):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def start_daemonized(tmp_path, cli_path, mock_url, *extra):
+    port = free_port()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    home = tmp_path / "home"
+    (home / ".claude").mkdir(parents=True)
+    env = {**os.environ, "HOME": str(home), "CLAUDE_CONFIG_DIR": str(home / ".claude"),
+           "TMPDIR": str(scratch)}
+    pidfile, logfile = tmp_path / "claude-proxy.pid", tmp_path / "claude-proxy.log"
+    done = subprocess.run(
+        [*TWISTD, "--pidfile", str(pidfile), "--logfile", str(logfile), "claudeproxy",
+         "--claude", cli_path, "--listen", f"tcp:{port}:interface=127.0.0.1", "--cli-retries", "0",
+         "--cli-env", f"ANTHROPIC_BASE_URL={mock_url}", "--cli-env", "ANTHROPIC_API_KEY=sk-test",
+         *extra],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    wait_for(pidfile.exists)
+    pid = int(pidfile.read_text())
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _answers(base))
+    return base, pid, pidfile, logfile, scratch
+
+
+def _answers(base: str) -> bool:
+    try:
+        return http(base + "/health", timeout=5)[0] in (200, 503)
+    except OSError:
+        return False
+
+
+def test_daemon_mode_keys_reload_and_graceful_stop(tmp_path, cli_path, mock_process):
+    keys = tmp_path / "keys"
+    keys.write_text("# one key a line\nsk-first\n")
+    base, pid, pidfile, logfile, scratch = start_daemonized(
+        tmp_path, cli_path, mock_process, "--api-key-file", str(keys), "--shutdown-grace", "20")
+    chat = {"model": "claude-haiku-4", "messages": [{"role": "user", "content": "hi"}]}
+    status, _, headers = http(base + CHAT, chat, {"authorization": "Bearer sk-first"})
+    assert status == 200 and headers["x-request-id"]
+    assert http(base + CHAT, chat)[0] == 401
+
+    keys.write_text("sk-second\n")
+    os.kill(pid, signal.SIGHUP)
+    wait_for(lambda: http(base + "/v1/models", headers={"x-api-key": "sk-second"})[0] == 200)
+    assert http(base + "/v1/models", headers={"x-api-key": "sk-first"})[0] == 401
+    assert alive(pid)  # SIGHUP reloads, it does not stop the daemon
+
+    # A stream in flight when SIGTERM arrives finishes within the grace period.
+    slow = {**chat, "stream": True,
+            "messages": [{"role": "user", "content": "slowly [[mock:slow delay=0.25]]"}]}
+    got: dict = {}
+
+    def stream():
+        got["status"], got["body"], _ = http(base + CHAT, slow, {"x-api-key": "sk-second"}, timeout=60)
+
+    reader = threading.Thread(target=stream)
+    reader.start()
+    wait_for(lambda: processes_under(scratch))
+    time.sleep(0.5)
+    os.kill(pid, signal.SIGTERM)
+    reader.join(timeout=60)
+    assert got["status"] == 200
+    events = [b[6:] for b in got["body"].decode().split("\n\n") if b.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2])["choices"][0]["finish_reason"] == "stop"
+    assert "MOCK REPLY to: slowly" in "".join(
+        json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1])
+
+    wait_for(lambda: not alive(pid))
+    assert not pidfile.exists()
+    assert processes_under(scratch) == []
+    log = logfile.read_text()
+    assert "stopping gracefully" in log
+    assert "hi" not in log.split("claudeproxy")[-1].replace("haiku", "")  # no prompt text
+
+
+def test_sigterm_past_the_grace_ends_streams_with_an_error_and_exits_0(tmp_path, cli_path,
+                                                                        mock_process):
+    port = free_port()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {**os.environ, "HOME": str(tmp_path), "CLAUDE_CONFIG_DIR": str(tmp_path),
+           "TMPDIR": str(scratch)}
+    proc = subprocess.Popen(
+        [*TWISTD, "-n", "--pidfile=", "claudeproxy", "--claude", cli_path,
+         "--listen", f"tcp:{port}:interface=127.0.0.1", "--cli-retries", "0",
+         "--cli-env", f"ANTHROPIC_BASE_URL={mock_process}", "--cli-env", "ANTHROPIC_API_KEY=sk",
+         "--shutdown-grace", "1"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _answers(base))
+        stalled = {"model": "claude-haiku-4", "stream": True,
+                   "messages": [{"role": "user", "content": "wait [[mock:stall]]"}]}
+        got: dict = {}
+        reader = threading.Thread(target=lambda: got.update(zip(
+            ("status", "body", "headers"), http(base + CHAT, stalled, timeout=60))))
+        reader.start()
+        wait_for(lambda: processes_under(scratch))
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        reader.join(timeout=60)
+    finally:
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    events = [b[6:] for b in got["body"].decode().split("\n\n") if b.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2])["error"]["code"] == "shutting_down"
+    assert processes_under(scratch) == []
+
+
+def test_listening_beyond_loopback_needs_a_key(cli_path, tmp_path):
+    everywhere = f"tcp:{free_port()}"
+    done = subprocess.run([*TWISTD, "-n", "--pidfile=", "claudeproxy", "--claude", cli_path,
+                           "--listen", everywhere], capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path)
+    assert done.returncode != 0
+    assert "--api-key-file" in done.stderr + done.stdout
+    assert "--insecure-no-auth" in done.stderr + done.stdout
+    keys = tmp_path / "keys"
+    keys.write_text("sk-one\n")
+    for extra in (("--api-key-file", str(keys)), ("--insecure-no-auth",)):
+        done = subprocess.run([*TWISTD, "-n", "--pidfile=", "claudeproxy", "--claude", cli_path,
+                               "--listen", "tcp:0:interface=0.0.0.0", *extra, "--version"],
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert done.returncode == 0 and "claude-proxy" in done.stdout, done.stderr
+
+
+@pytest_twisted.ensureDeferred
+async def test_cross_origin_post_is_refused_and_no_cli_starts(start_daemon, mock_api):
+    daemon = start_daemon("--cors-origin", "http://localhost:5173")
+    chat = {"model": "claude-haiku-4", "messages": [{"role": "user", "content": "hi"}]}
+    response = await daemon.post(CHAT, chat, headers={"origin": "https://attacker.example"})
+    assert response.code == 403
+    assert (await response.json())["error"]["code"] == "origin_not_allowed"
+    assert mock_api.requests == [] and daemon.runner.in_flight == 0
+    allowed = await daemon.post(CHAT, chat, headers={"origin": "http://localhost:5173"})
+    assert allowed.code == 200
+    assert allowed.headers.getRawHeaders("access-control-allow-origin") == ["http://localhost:5173"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_oversized_body_is_413(start_daemon, mock_api):
+    daemon = start_daemon("--max-body-bytes", "2000")
+    chat = {"model": "claude-haiku-4", "messages": [{"role": "user", "content": "x" * 5000}]}
+    response = await daemon.post(CHAT, chat)
+    assert response.code == 413
+    assert (await response.json())["error"]["code"] == "request_too_large"
+    assert mock_api.requests == []
+    small = await daemon.post(CHAT, {**chat, "messages": [{"role": "user", "content": "hi"}]})
+    assert small.code == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_metrics_over_http(daemon, mock_api):
+    chat = {"model": "claude-haiku-4", "messages": [{"role": "user", "content": "hi"}]}
+    assert (await daemon.post(CHAT, chat)).code == 200
+    text = await (await daemon.get("/metrics")).text()
+    for name in ("claude_proxy_requests_total", "claude_proxy_request_duration_seconds_bucket",
+                 "claude_proxy_time_to_first_token_seconds_bucket", "claude_proxy_cli_processes",
+                 "claude_proxy_queue_depth", "claude_proxy_tokens_total"):
+        assert name in text
+    assert 'status="200"} 1.0' in text
+    health = await (await daemon.get("/health")).json()
+    # The tests' CLI signs in with an API key (--cli-env), which /health points out.
+    assert health["login"]["method"] == "api_key" and "billed per token" in health["login"]["warning"]
+    assert health["uptime_seconds"] >= 0
