@@ -16,14 +16,11 @@ from attrs import define, evolve, field
 from claude_proxy.chat import finish_reason
 from claude_proxy.errors import APIError
 from claude_proxy.events import (
-    Event, MessageDelta, MessageStart, Result, TextDelta, ThinkingDelta, ThinkingTokens,
-    ToolInputDelta, ToolUseStart, Usage,
+    AssistantToolUse, Event, MessageDelta, MessageStart, Result, TextDelta, ThinkingDelta,
+    ThinkingTokens, ToolInputDelta, ToolPermission, ToolUseStart, Usage,
 )
 from claude_proxy.stops import StopMatcher
 from claude_proxy.tools import client_tool_name, openai_call_id
-
-# The tool the CLI's --json-schema adds; its input is the structured answer.
-STRUCTURED_TOOL = "StructuredOutput"
 
 NO_STRUCTURED_OUTPUT = APIError(
     502, "The model did not produce JSON matching response_format.", "server_error",
@@ -45,7 +42,8 @@ class Answer:
     _reasoning: list[str] = field(factory=list, init=False)
     _calls: list[dict[str, Any]] = field(factory=list, init=False)
     _call_of_block: dict[int, int] = field(factory=dict, init=False)
-    _structured_blocks: set[int] = field(factory=set, init=False)
+    _streamed_tools: set[str] = field(factory=set, init=False)
+    _unstreamed_calls: bool = field(default=False, init=False)
     _structured_value: Any = field(default=None, init=False)
     _start_usage: Usage = field(factory=Usage, init=False)
     _final_text: str | None = field(default=None, init=False)
@@ -72,6 +70,14 @@ class Answer:
             return self._tool_start(event)
         if isinstance(event, ToolInputDelta):
             return self._tool_input(event)
+        if isinstance(event, AssistantToolUse):
+            return self._whole_call(event)
+        if isinstance(event, ToolPermission) and self._unstreamed_calls:
+            # No stream showed the message's end (the CLI answered again without
+            # streaming); the permission request says the calls are all there.
+            self.finish = "tool_calls"
+            self.usage = self._start_usage
+            return self._flush()
         if isinstance(event, ThinkingTokens):
             self._thinking_estimate = max(self._thinking_estimate, event.estimated)
         elif isinstance(event, MessageStart):
@@ -94,22 +100,30 @@ class Answer:
     def _tool_start(self, event: ToolUseStart) -> list[Delta]:
         name = client_tool_name(event.name)
         if name is None:
-            if self.structured and event.name == STRUCTURED_TOOL:
-                self._structured_blocks.add(event.index)
             return []
+        self._streamed_tools.add(event.tool_id)
+        self._call_of_block[event.index] = len(self._calls)
+        # Text held back as a possible stop sequence belongs before the call.
+        return self._flush() + self._new_call(event.tool_id, name, "")
+
+    def _new_call(self, tool_id: str, name: str, arguments: str) -> list[Delta]:
         index = len(self._calls)
-        self._call_of_block[event.index] = index
-        call_id = openai_call_id(event.tool_id)
+        call_id = openai_call_id(tool_id)
         self._calls.append({"id": call_id, "type": "function",
-                            "function": {"name": name, "arguments": ""}})
+                            "function": {"name": name, "arguments": arguments}})
         return [{"tool_calls": [{"index": index, "id": call_id, "type": "function",
-                                 "function": {"name": name, "arguments": ""}}]}]
+                                 "function": {"name": name, "arguments": arguments}}]}]
+
+    def _whole_call(self, event: AssistantToolUse) -> list[Delta]:
+        name = client_tool_name(event.name)
+        if name is None or event.tool_id in self._streamed_tools:
+            return []
+        self._unstreamed_calls = True
+        self._streamed_tools.add(event.tool_id)
+        return self._flush() + self._new_call(event.tool_id, name,
+                                              json.dumps(event.input or {}, ensure_ascii=False))
 
     def _tool_input(self, event: ToolInputDelta) -> list[Delta]:
-        if event.index in self._structured_blocks:
-            # The structured answer streams as content while the model writes it.
-            self._text.append(event.partial_json)
-            return [{"content": event.partial_json}] if event.partial_json else []
         index = self._call_of_block.get(event.index)
         if index is None or not event.partial_json:
             return []
@@ -185,8 +199,8 @@ class Answer:
                 return []
         self._structured_value = value
         self.finish = "stop"
-        if self._text:
-            return []
+        # Sent whole, once the CLI has checked it against the schema: an attempt
+        # it rejects would otherwise already be on the wire.
         text = json.dumps(value, ensure_ascii=False)
         self._text.append(text)
         return [{"content": text}]

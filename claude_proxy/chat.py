@@ -160,6 +160,13 @@ def parse_chat_request(body: dict, image_urls: bool = False) -> ChatRequest:
     if max_tokens is None:
         max_tokens = _optional_int(body, "max_tokens")
     tools = parse_tools(body.get("tools"))
+    if not tools and conversation.uses_tools():
+        conversation = conversation.tools_as_text()
+    effort = _effort(body.get("reasoning_effort"))
+    if effort is not None and conversation.ends_tool_loop():
+        # With thinking on, the API wants the assistant turn before tool results to
+        # begin with its signed thinking block, which OpenAI clients do not send back.
+        effort = None
     return ChatRequest(
         model=model,
         conversation=conversation,
@@ -170,7 +177,7 @@ def parse_chat_request(body: dict, image_urls: bool = False) -> ChatRequest:
         tool_choice=parse_tool_choice(body.get("tool_choice"), tools),
         response_format=_response_format(body.get("response_format")),
         stop=parse_stop(body.get("stop")),
-        effort=_effort(body.get("reasoning_effort")),
+        effort=effort,
         ignored=tuple(k for k in IGNORED if body.get(k) is not None),
     )
 

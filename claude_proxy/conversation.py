@@ -14,7 +14,7 @@ from attrs import frozen
 
 from claude_proxy.errors import bad_request
 from claude_proxy.images import image_block
-from claude_proxy.tools import anthropic_tool_id, model_tool_name
+from claude_proxy.tools import PREFIX, anthropic_tool_id, model_tool_name
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 SYSTEM_ROLES = frozenset({"system", "developer"})
@@ -47,6 +47,32 @@ class Conversation:
 
     def uses_tools(self) -> bool:
         return any(m.has_tool_blocks() for m in self.messages)
+
+    def ends_tool_loop(self) -> bool:
+        """Whether the last assistant message called tools (its results follow)."""
+        replies = [m for m in self.messages if m.role == "assistant"]
+        return bool(replies) and any(b["type"] == "tool_use" for b in replies[-1].content)
+
+    def tools_as_text(self) -> Conversation:
+        """
+        The conversation with tool calls and results as text, for a request that
+        offers no tools: the API refuses tool blocks without their definitions.
+        """
+        return Conversation(self.system, tuple(
+            Message(m.role, tuple(block for b in m.content for block in _as_text(b)))
+            for m in self.messages))
+
+
+def _as_text(block: dict[str, Any]) -> list[dict[str, Any]]:
+    if block["type"] == "tool_use":
+        name = block["name"].removeprefix(PREFIX)
+        return [_text(f"[called {name} with {json.dumps(block['input'], ensure_ascii=False)}]")]
+    if block["type"] == "tool_result":
+        inner = block["content"]
+        texts = [b["text"] for b in inner if b["type"] == "text"]
+        images = [b for b in inner if b["type"] == "image"]
+        return [_text("[tool result]\n" + "\n".join(texts)), *images]
+    return [block]
 
 
 def _text(text: str) -> dict[str, Any]:

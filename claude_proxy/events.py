@@ -98,6 +98,22 @@ class ToolInputDelta:
 
 
 @frozen
+class AssistantToolUse:
+    """A whole tool call as the CLI records it (an `assistant` line); also after a non-streamed retry."""
+
+    tool_id: str
+    name: str
+    input: Any = field(eq=False)
+
+
+@frozen
+class ToolPermission:
+    """The CLI asks to run a tool call (can_use_tool): the model's message is complete."""
+
+    tool_id: str
+
+
+@frozen
 class MessageDelta:
     """The API's stop reason for the message, with its output token count."""
 
@@ -144,7 +160,8 @@ class RateLimit:
     kind: str
 
 
-Event = (MessageStart | TextDelta | ThinkingDelta | ThinkingTokens | ToolUseStart | ToolInputDelta | MessageDelta
+Event = (MessageStart | TextDelta | ThinkingDelta | ThinkingTokens | ToolUseStart | ToolInputDelta
+         | AssistantToolUse | ToolPermission | MessageDelta
          | ControlRequest | ApiRetry | RateLimit | Result)
 
 
@@ -163,6 +180,14 @@ def parse_line(line: bytes) -> Event | None:
     if kind == "stream_event":
         event = obj.get("event")
         return _stream_event(event) if isinstance(event, dict) else None
+    if kind == "assistant":
+        message = obj.get("message")
+        content = message.get("content") if isinstance(message, dict) else None
+        block = content[0] if isinstance(content, list) and len(content) == 1 else None
+        if isinstance(block, dict) and block.get("type") == "tool_use":
+            return AssistantToolUse(str(block.get("id", "")), str(block.get("name", "")),
+                                    block.get("input"))
+        return None
     if kind == "control_request":
         request = obj.get("request")
         if not isinstance(request, dict):

@@ -109,12 +109,11 @@ def _line(obj: dict) -> bytes:
 
 
 def _unslashed(content: tuple[dict, ...]) -> list[dict]:
-    # The CLI runs a user message that starts with "/" as a slash command even
-    # with --disable-slash-commands; a leading space makes it plain text.
-    blocks = list(content)
-    if blocks and blocks[0]["type"] == "text" and blocks[0]["text"].startswith("/"):
-        blocks[0] = {**blocks[0], "text": " " + blocks[0]["text"]}
-    return blocks
+    # The CLI runs a user message whose (last) text block starts with "/" as a
+    # slash command even with --disable-slash-commands; a leading space on
+    # every such block makes them all plain text.
+    return [{**b, "text": " " + b["text"]} if b["type"] == "text" and b["text"].startswith("/")
+            else b for b in content]
 
 
 def user_line(message: Message, query: bool = True) -> bytes:

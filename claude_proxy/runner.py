@@ -24,7 +24,7 @@ from claude_proxy.errors import (
     APIError, classify_cli_error, classify_exit, cli_unavailable, queue_full, timeout_error,
 )
 from claude_proxy.events import (
-    ApiRetry, ControlRequest, Event, MessageStart, RateLimit, Result, parse_line,
+    ApiRetry, ControlRequest, Event, MessageStart, RateLimit, Result, ToolPermission, parse_line,
 )
 from claude_proxy.plan import RunPlan
 from claude_proxy.process import LineProcessProtocol
@@ -156,9 +156,12 @@ class CLIRun:
     def _control(self, event: ControlRequest) -> None:
         if event.subtype == "can_use_tool":
             # Never answered: the CLI waits, the answer ends at the model's
-            # message_stop and the run is ended before any tool could run.
+            # message_stop (or here, when there was no stream to see it in)
+            # and the run is ended before any tool could run.
             log.debug("The model called {tool}; held for the client",
                       tool=event.request.get("tool_name"))
+            permission = ToolPermission(str(event.request.get("tool_use_id", "")))
+            self._report(lambda c: c.cli_event(permission))
             return
         if event.subtype == "mcp_message" and isinstance(event.request.get("message"), dict):
             body = {"subtype": "success", "request_id": event.request_id,

