@@ -244,3 +244,27 @@ async def test_metrics_over_http(daemon, mock_api):
     # The tests' CLI signs in with an API key (--cli-env), which /health points out.
     assert health["login"]["method"] == "api_key" and "billed per token" in health["login"]["warning"]
     assert health["uptime_seconds"] >= 0
+
+
+def test_json_logs_carry_the_access_log_fields(tmp_path, cli_path, mock_process):
+    port = free_port()
+    env = {**os.environ, "HOME": str(tmp_path), "CLAUDE_CONFIG_DIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [*TWISTD, "-n", "--pidfile=", "--logger", "claude_proxy.logs.json", "claudeproxy",
+         "--claude", cli_path, "--listen", f"tcp:{port}:interface=127.0.0.1", "--cli-retries", "0",
+         "--cli-env", f"ANTHROPIC_BASE_URL={mock_process}", "--cli-env", "ANTHROPIC_API_KEY=sk"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _answers(base))
+        chat = {"model": "claude-haiku-4", "messages": [{"role": "user", "content": "secret words"}]}
+        status, _, headers = http(base + CHAT, chat)
+        assert status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    [access] = [r for r in records if r.get("request_id") == headers["x-request-id"]]
+    assert (access["status"], access["model"], access["path"]) == (200, "claude-haiku-4", CHAT)
+    assert access["completion_tokens"] == 7 and access["duration_ms"] >= 0
+    assert "secret words" not in out
