@@ -87,6 +87,10 @@ def start_daemonized(tmp_path, cli_path, mock_url, *extra):
     env = {**os.environ, "HOME": str(home), "CLAUDE_CONFIG_DIR": str(home / ".claude"),
            "TMPDIR": str(scratch)}
     pidfile, logfile = tmp_path / "claude-proxy.pid", tmp_path / "claude-proxy.log"
+    # A stale pidfile, as a crash leaves it: twistd sees the process is gone and carries on.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    pidfile.write_text(str(dead.pid))
     done = subprocess.run(
         [*TWISTD, "--pidfile", str(pidfile), "--logfile", str(logfile), "claudeproxy",
          "--claude", cli_path, "--listen", f"tcp:{port}:interface=127.0.0.1", "--cli-retries", "0",
@@ -94,7 +98,7 @@ def start_daemonized(tmp_path, cli_path, mock_url, *extra):
          *extra],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
-    wait_for(pidfile.exists)
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() not in ("", str(dead.pid)))
     pid = int(pidfile.read_text())
     base = f"http://127.0.0.1:{port}"
     wait_for(lambda: _answers(base))
