@@ -69,9 +69,17 @@ class ProxyAPI:
             "login": health.login,
             "in_flight": self.runner.in_flight,
             "queued": self.runner.waiting,
+            "warm": self._warm(),
             "uptime_seconds": round(self.clock.seconds() - self.started, 1),
         }
         return _json(request, 200 if health.ok else 503, body)
+
+    def _warm(self) -> dict:
+        pool = self.runner.pool
+        if pool is None:
+            return {"size": 0}
+        return {"size": pool.size, "waiting": pool.count, "ready": pool.ready_count(),
+                "hits": pool.hits, "misses": pool.misses}
 
     @app.route("/metrics", methods=["GET"])
     def prometheus(self, request: IRequest) -> bytes:

@@ -46,6 +46,8 @@ class Metrics:
               registry=r).set_function(lambda: self.runner.in_flight)
         Gauge("claude_proxy_queue_depth", "Requests waiting for a free CLI process.",
               registry=r).set_function(lambda: self.runner.waiting)
+        Gauge("claude_proxy_warm_processes", "CLI processes started ahead of time, waiting.",
+              registry=r).set_function(lambda: self.runner.pool.count if self.runner.pool else 0)
 
     def request_done(self, endpoint: str, model: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, model, str(status)).inc()

@@ -5,6 +5,7 @@ prompt), built from a validated request. Pure: no files, no processes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 
@@ -77,6 +78,16 @@ class RunPlan:
     env: Mapping[str, str]
     base_args: tuple[str, ...]
     tools: tuple[Tool, ...] = ()
+    # The control request that registers the tools' MCP server; written before
+    # any turn (for a pre-started process, at its start).
+    initialize: bytes = b""
+
+    @property
+    def warm_key(self) -> str:
+        """What a pre-started process must share with this run: all fixed at spawn."""
+        fixed = json.dumps([self.base_args, sorted(self.env.items()), self.system_prompt,
+                            self.initialize.decode("utf-8")])
+        return hashlib.sha256(fixed.encode("utf-8")).hexdigest()
 
     def argv(self, system_prompt_file: str) -> list[str]:
         # The system prompt goes through a private file: one argv string is capped
@@ -144,8 +155,6 @@ def stdin_batches(request: ChatRequest) -> tuple[bytes, ...]:
     """
     batches: list[bytes] = []
     current = b""
-    if request.offers_tools:
-        current += _line(initialize_request(request.tools))
     for index, message in enumerate(request.conversation.history):
         if message.role == "assistant":
             current += assistant_line(message, index, request.model.cli_model)
@@ -188,4 +197,5 @@ def build_plan(request: ChatRequest, settings: CLISettings, environ: Mapping[str
             *_feature_args(request),
         ),
         tools=request.tools if request.offers_tools else (),
+        initialize=_line(initialize_request(request.tools)) if request.offers_tools else b"",
     )

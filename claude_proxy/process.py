@@ -39,6 +39,10 @@ class LineProcessProtocol(ProcessProtocol):
         self._partial_size = 0
         self._stderr = bytearray()
 
+    def hand_over(self, controller: Controller) -> None:
+        """A pre-started process now works for a request: its lines go there."""
+        self._controller = controller
+
     def connectionMade(self) -> None:
         # stdin stays open: the CLI asks questions on the control channel
         # (MCP traffic) while it answers.

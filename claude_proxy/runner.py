@@ -37,6 +37,46 @@ OUTPUT_TOO_LONG = APIError(502, "The Claude Code CLI wrote a runaway output line
                            "server_error", "cli_error")
 
 
+def control_answer(plan: RunPlan, event: ControlRequest) -> bytes:
+    """The answer to a control request of the CLI's other than can_use_tool."""
+    if event.subtype == "mcp_message" and isinstance(event.request.get("message"), dict):
+        body = {"subtype": "success", "request_id": event.request_id,
+                "response": {"mcp_response": mcp_answer(plan.tools, event.request["message"])}}
+    else:
+        body = {"subtype": "error", "request_id": event.request_id,
+                "error": f"The proxy does not handle {event.subtype!r}."}
+    return json.dumps({"type": "control_response", "response": body},
+                      separators=(",", ":")).encode() + b"\n"
+
+
+def spawn(reactor: Any, plan: RunPlan, controller: Any, scratch_root: str | None,
+          first: bytes) -> tuple[IProcessTransport, LineProcessProtocol, str]:
+    """
+    Start the CLI for a plan in a private scratch directory (its system prompt
+    file, CLAUDE_CODE_TMPDIR and CLAUDE_CONFIG_DIR inside), writing `first` to
+    its stdin. Returns the transport, the protocol and the directory.
+    """
+    workdir = tempfile.mkdtemp(prefix="claude-proxy-", dir=scratch_root)
+    try:
+        prompt_file = os.path.join(workdir, "system-prompt.txt")
+        fd = os.open(prompt_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(plan.system_prompt)
+        scratch = {}
+        for name, variable in (("tmp", "CLAUDE_CODE_TMPDIR"), ("config", "CLAUDE_CONFIG_DIR")):
+            scratch[variable] = os.path.join(workdir, name)
+            os.mkdir(scratch[variable], 0o700)
+        # --cli-env may still name its own config dir.
+        env = {**scratch, **plan.env}
+        argv = plan.argv(prompt_file)
+        protocol = LineProcessProtocol(controller, first)
+        transport = reactor.spawnProcess(protocol, argv[0], argv, env=env, path=workdir)
+    except OSError:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return transport, protocol, workdir
+
+
 class RunConsumer(Protocol):
     """What a run reports to: events as they come, then exactly one ending."""
 
@@ -76,27 +116,22 @@ class CLIRun:
         self._total = self._later(self.runner.timeout, self._timed_out, "total")
 
     def start(self) -> None:
-        try:
-            self._workdir = tempfile.mkdtemp(prefix="claude-proxy-", dir=self.runner.scratch_root)
-            prompt_file = os.path.join(self._workdir, "system-prompt.txt")
-            fd = os.open(prompt_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(self.plan.system_prompt)
-            scratch = {}
-            for name, variable in (("tmp", "CLAUDE_CODE_TMPDIR"), ("config", "CLAUDE_CONFIG_DIR")):
-                scratch[variable] = os.path.join(self._workdir, name)
-                os.mkdir(scratch[variable], 0o700)
-            # --cli-env may still name its own config dir.
-            env = {**scratch, **self.plan.env}
-            argv = self.plan.argv(prompt_file)
-            self._batches_sent = 1
-            self.transport = self.runner.reactor.spawnProcess(
-                LineProcessProtocol(self, self.plan.stdin[0]), argv[0], argv,
-                env=env, path=self._workdir)
-        except OSError as e:
-            self._report_error(cli_unavailable(self.plan.base_args[0], str(e)))
-            self._cleanup()
-            return
+        warm = self.runner.pool.take(self.plan) if self.runner.pool is not None else None
+        if warm is not None:
+            # A pre-started process: spawned and initialized, waiting for its turn.
+            self.transport, self._workdir = warm.transport, warm.workdir
+            warm.protocol.hand_over(self)
+            self._write(self.plan.stdin[0])
+        else:
+            try:
+                self.transport, _, self._workdir = spawn(
+                    self.runner.reactor, self.plan, self, self.runner.scratch_root,
+                    self.plan.initialize + self.plan.stdin[0])
+            except OSError as e:
+                self._report_error(cli_unavailable(self.plan.base_args[0], str(e)))
+                self._cleanup()
+                return
+        self._batches_sent = 1
         if self._paused:
             self.transport.pauseProducing()
         else:
@@ -163,14 +198,7 @@ class CLIRun:
             permission = ToolPermission(str(event.request.get("tool_use_id", "")))
             self._report(lambda c: c.cli_event(permission))
             return
-        if event.subtype == "mcp_message" and isinstance(event.request.get("message"), dict):
-            body = {"subtype": "success", "request_id": event.request_id,
-                    "response": {"mcp_response": mcp_answer(self.plan.tools, event.request["message"])}}
-        else:
-            body = {"subtype": "error", "request_id": event.request_id,
-                    "error": f"The proxy does not handle {event.subtype!r}."}
-        self._write(json.dumps({"type": "control_response", "response": body},
-                               separators=(",", ":")).encode() + b"\n")
+        self._write(control_answer(self.plan, event))
 
     def line_too_long(self) -> None:
         self._report_error(OUTPUT_TOO_LONG)
@@ -304,6 +332,7 @@ class Runner(Service):
     kill_grace: float = 5.0
     scratch_root: str | None = None
     shutdown_grace: float = 0.0
+    pool: Any = None  # a WarmPool of pre-started processes, or None
     _active: set = field(factory=set)
     _queue: deque = field(factory=deque)
     _stopping: bool = False
@@ -319,11 +348,25 @@ class Runner(Service):
         run = CLIRun(self, plan, consumer)
         run.queued()
         if len(self._active) < self.max_concurrent:
-            self._active.add(run)
-            run.start()
+            self._launch(run)
         else:
             self._queue.append(run)
+        if self.pool is not None:
+            self.pool.note(plan, self._room())
         return run
+
+    def _launch(self, run: CLIRun) -> None:
+        # Pre-started processes count inside the limit: one of another shape gives way.
+        pool = self.pool
+        if pool is not None and not pool.has(run.plan):
+            while len(self._active) + pool.count >= self.max_concurrent and pool.evict_one():
+                pass
+        self._active.add(run)
+        run.start()
+
+    def _room(self) -> int:
+        waiting = self.pool.count if self.pool is not None else 0
+        return max(0, self.max_concurrent - len(self._active) - len(self._queue) - waiting)
 
     @property
     def in_flight(self) -> int:
@@ -340,9 +383,9 @@ class Runner(Service):
     def _release(self, run: CLIRun) -> None:
         self._active.discard(run)
         while self._queue and len(self._active) < self.max_concurrent:
-            nxt = self._queue.popleft()
-            self._active.add(nxt)
-            nxt.start()
+            self._launch(self._queue.popleft())
+        if self.pool is not None and not self._stopping:
+            self.pool.refill(self._room())
 
     def stopService(self) -> Deferred:
         """
@@ -355,7 +398,8 @@ class Runner(Service):
         for run in list(self._queue):
             run.fail(SHUTTING_DOWN)
         running = list(self._active)
-        done = DeferredList([run.exited for run in running])
+        warm = self.pool.stop() if self.pool is not None else []
+        done = DeferredList([run.exited for run in running] + warm)
         if running and self.shutdown_grace <= 0:
             self._end_all()
         elif running:

@@ -24,6 +24,7 @@ from claude_proxy.cli import CLIMissing, CLIProbe, find_claude, version_now
 from claude_proxy.gate import Gate, ProxySite
 from claude_proxy.metrics import Metrics
 from claude_proxy.plan import CLISettings, child_env
+from claude_proxy.pool import WarmPool
 from claude_proxy.runner import Runner
 
 log = Logger()
@@ -102,6 +103,10 @@ class Options(usage.Options):
          _positive(int)],
         ["max-per-key", None, 0, "Chat requests one API key may run at once; 0: no limit.",
          _non_negative_int],
+        ["warm", None, 1, "CLI processes kept started ahead of time for recent request shapes "
+                          "(counted inside --max-concurrent); 0: none.", _non_negative_int],
+        ["warm-ttl", None, 600.0, "Seconds a pre-started process may wait before it is replaced.",
+         _positive(float)],
         ["shutdown-grace", None, 30.0,
          "Seconds running requests get to finish on SIGTERM before they are ended.",
          _non_negative_float],
@@ -241,6 +246,9 @@ def makeService(options: Options, reactor: Any = None,
     runner = Runner(reactor, options["max-concurrent"], options["queue"],
                     options["timeout"], options["idle-timeout"],
                     shutdown_grace=options["shutdown-grace"])
+    if options["warm"]:
+        runner.pool = WarmPool(reactor, min(options["warm"], options["max-concurrent"]),
+                               options["warm-ttl"])
     runner.setName("runner")
     runner.setServiceParent(top)
     probe = CLIProbe(reactor, claude, probe_env)

@@ -22,6 +22,7 @@ PREFIX = f"mcp__{SERVER}__"
 # The MCP protocol version CLI 2.1.330 asks for; with it the CLI takes the
 # tool list from the initialize request and skips the handshake round trips.
 MCP_PROTOCOL_VERSION = "2025-11-25"
+INITIALIZE_ID = "proxy-initialize"
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ID_OK = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
@@ -128,10 +129,16 @@ def parse_tool_choice(value: object, tools: tuple[Tool, ...]) -> ToolChoice:
 
 
 def initialize_request(tools: tuple[Tool, ...]) -> dict[str, Any]:
-    """The control request that registers the tools' MCP server with the CLI."""
+    """
+    The control request that registers the tools' MCP server with the CLI;
+    without tools, a bare one (a readiness probe for a pre-started process).
+    """
+    if not tools:
+        return {"type": "control_request", "request_id": INITIALIZE_ID,
+                "request": {"subtype": "initialize"}}
     return {
         "type": "control_request",
-        "request_id": "proxy-initialize",
+        "request_id": INITIALIZE_ID,
         "request": {
             "subtype": "initialize",
             "sdkMcpServers": [SERVER],

@@ -11,7 +11,7 @@ import time
 import pytest
 import pytest_twisted
 import treq
-from twisted.internet import reactor
+from twisted.internet import reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 
@@ -245,3 +245,18 @@ def test_missing_cli_refuses_to_start(tmp_path):
         build_daemon(str(tmp_path / "no-such-claude"))
     message = str(caught.value)
     assert "not found" in message and "npm install -g @anthropic-ai/claude-code" in message
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_pre_started_process_answers_and_warming_calls_no_api(start_daemon, mock_api):
+    daemon = start_daemon("--warm", "1")
+    pool = daemon.runner.pool
+    assert (await daemon.post(CHAT, chat("first"))).code == 200
+    await eventually(lambda: pool.ready_count() == 1)  # initialized, waiting on stdin
+    await task.deferLater(reactor, 1.0, lambda: None)
+    assert len(mock_api.requests) == 1  # warming sent nothing to the API
+    response = await daemon.post(CHAT, chat("second"))
+    assert (await response.json())["choices"][0]["message"]["content"] == "MOCK REPLY to: second"
+    assert (pool.hits, pool.misses) == (1, 1)
+    health = await (await daemon.get("/health")).json()
+    assert health["warm"]["hits"] == 1 and health["warm"]["size"] == 1

@@ -1,0 +1,120 @@
+"""
+The warm pool with fake processes and a Clock: reuse, replacement, the
+concurrency limit, TTL, dead processes, stopping.
+"""
+
+import json
+
+import pytest
+
+from claude_proxy.chat import parse_chat_request
+from claude_proxy.plan import CLISettings, build_plan
+from claude_proxy.pool import FORGET_AFTER, WarmPool
+from claude_proxy.runner import Runner
+
+from tests.fakes import FakeProcessReactor, sample_lines
+from tests.test_runner import Recorder
+
+PARTIAL = sample_lines("cli-2.1.330/stream-json-partial.jsonl")
+READY = b'{"type":"control_response","response":{"subtype":"success","request_id":"proxy-initialize","response":{}}}'
+
+
+def plan(system="be brief"):
+    body = {"model": "claude-haiku-4", "messages": [
+        {"role": "system", "content": system}, {"role": "user", "content": "hello"}]}
+    return build_plan(parse_chat_request(body), CLISettings("/bin/claude"), {})
+
+
+@pytest.fixture
+def reactor():
+    return FakeProcessReactor()
+
+
+@pytest.fixture
+def runner(reactor, tmp_path):
+    runner = Runner(reactor, max_concurrent=2, queue_size=2, kill_grace=5,
+                    scratch_root=str(tmp_path))
+    runner.pool = WarmPool(reactor, size=1, ttl=600, scratch_root=str(tmp_path))
+    runner.startService()
+    return runner
+
+
+def lines_written(process):
+    return [json.loads(line) for line in bytes(process.stdin).splitlines()]
+
+
+def finish(process):
+    process.emit(*PARTIAL)
+    process.exit(0)
+
+
+def test_a_request_of_a_known_shape_takes_a_ready_process(runner, reactor):
+    first = Recorder()
+    runner.submit(plan(), first)
+    cold, warm = reactor.spawned
+    # The pre-started one got only the initialize request: no user turn, so no API call.
+    assert [m["type"] for m in lines_written(warm)] == ["control_request"]
+    warm.emit(READY)
+    finish(cold)
+    assert first.result is not None and runner.pool.count == 1
+
+    second = Recorder()
+    runner.submit(plan(), second)
+    assert len(reactor.spawned) == 3  # no cold spawn: the replacement only
+    assert [m["type"] for m in lines_written(warm)] == ["control_request", "user"]
+    finish(warm)
+    assert second.result.text == "MOCK REPLY to: hello"
+    assert runner.pool.count == 1 and runner.in_flight == 0
+    assert (runner.pool.hits, runner.pool.misses) == (1, 1)
+
+
+def test_other_shapes_spawn_cold_and_warm_processes_count_inside_the_limit(runner, reactor):
+    runner.submit(plan("A"), Recorder())
+    cold_a, warm_a = reactor.spawned
+    runner.submit(plan("B"), Recorder())  # 1 running + 1 waiting = the limit of 2
+    assert warm_a.signals == ["KILL"]  # gave its slot to B
+    assert len(reactor.spawned) == 3 and runner.in_flight == 2
+    warm_a.exit(signal=9)
+    assert runner.pool.count == 0  # no room for B's replacement until a run ends
+    finish(cold_a)
+    assert runner.pool.count == 1 and runner.pool.has(plan("B"))
+    assert (runner.pool.hits, runner.pool.misses) == (0, 2)
+
+
+def test_a_process_that_died_while_waiting_is_never_handed_out(runner, reactor):
+    runner.submit(plan(), Recorder())
+    cold, warm = reactor.spawned
+    finish(cold)
+    warm.exit(1)
+    assert runner.pool.count == 0
+    recorder = Recorder()
+    runner.submit(plan(), recorder)
+    fresh = reactor.spawned[2]
+    assert fresh is not warm and [m["type"] for m in lines_written(fresh)] == ["user"]
+    finish(fresh)
+    assert recorder.result is not None
+
+
+def test_waiting_processes_are_recycled_after_the_ttl(runner, reactor):
+    runner.submit(plan(), Recorder())
+    cold, warm = reactor.spawned
+    finish(cold)
+    reactor.advance(600)
+    assert warm.signals == ["KILL"] and len(reactor.spawned) == 3  # replaced by a fresh one
+    warm.exit(signal=9)
+    assert runner.pool.count == 1
+    reactor.advance(FORGET_AFTER)  # a shape nobody asked for is forgotten
+    reactor.spawned[2].exit(signal=9)
+    assert runner.pool.count == 0 and len(reactor.spawned) == 3
+
+
+def test_stopping_kills_waiting_processes_and_leaves_no_timer(runner, reactor, tmp_path):
+    runner.submit(plan(), Recorder())
+    cold, warm = reactor.spawned
+    finish(cold)
+    stopped = runner.stopService()
+    assert warm.signals == ["KILL"] and not stopped.called
+    warm.exit(signal=9)
+    assert stopped.called
+    assert reactor.getDelayedCalls() == []
+    assert list(tmp_path.iterdir()) == []
