@@ -176,6 +176,8 @@ def main() -> None:
     parser.add_argument("--cli", default=shutil.which("claude"), help="the Claude Code CLI")
     parser.add_argument("-n", type=int, default=30, help="requests per side")
     parser.add_argument("--history", help="comma-separated counts of earlier user/assistant pairs")
+    parser.add_argument("--warm", type=int, default=0,
+                        help="the daemon's --warm (0: every request starts the CLI, as bare runs do)")
     args = parser.parse_args()
     if not args.cli:
         raise SystemExit("no Claude Code CLI: pass --cli")
@@ -189,6 +191,7 @@ def main() -> None:
         [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
          "-n", "--pidfile=", "claudeproxy", "--claude", args.cli,
          "--listen", f"tcp:{port}:interface=127.0.0.1", "--cli-retries", "0",
+         "--warm", str(args.warm),
          *[a for name, value in cli_env for a in ("--cli-env", f"{name}={value}")]],
         cwd=base, env={**env, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

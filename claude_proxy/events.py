@@ -13,6 +13,9 @@ from typing import Any
 from attrs import field, frozen
 
 
+_decode = json.JSONDecoder().decode
+
+
 @frozen
 class Usage:
     input_tokens: int = 0
@@ -171,8 +174,8 @@ def parse_line(line: bytes) -> Event | None:
     owns its stdout, but a stray line must not break a response.
     """
     try:
-        obj = json.loads(line)
-    except ValueError:
+        obj = _decode(line.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError included
         return None
     if not isinstance(obj, dict):
         return None

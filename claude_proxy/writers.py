@@ -30,8 +30,11 @@ HOLD_HEADERS_SECONDS = 10.0
 HEARTBEAT_SECONDS = 15.0
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def _dumps(obj: dict) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return _ENCODER.encode(obj).encode("utf-8")
 
 
 @define(eq=False)
@@ -123,6 +126,7 @@ class StreamWriter(_Ending):
     hold: float = HOLD_HEADERS_SECONDS
     heartbeat: float = HEARTBEAT_SECONDS
     committed: bool = field(default=False, init=False)
+    _frame: tuple[bytes, bytes] | None = field(default=None, init=False)
     _timer: IDelayedCall | None = field(default=None, init=False)
     _last_write: float = field(default=0.0, init=False)
 
@@ -174,7 +178,23 @@ class StreamWriter(_Ending):
 
     def _deltas(self, deltas: list[dict]) -> None:
         for delta in deltas:
-            self._send(chunk(self.completion_id, self.model, self.created, delta))
+            text = delta.get("content")
+            if text is not None and len(delta) == 1:
+                # The hot path, one event per token: the chunk around the text is
+                # the same every time, so only the text is encoded.
+                self._write(self._content_frame[0] + _ENCODER.encode(text).encode("utf-8")
+                            + self._content_frame[1])
+            else:
+                self._send(chunk(self.completion_id, self.model, self.created, delta))
+
+    @property
+    def _content_frame(self) -> tuple[bytes, bytes]:
+        if self._frame is None:
+            marker = "\x00"
+            whole = _dumps(chunk(self.completion_id, self.model, self.created, {"content": marker}))
+            before, _, after = whole.partition(_ENCODER.encode(marker).encode("utf-8"))
+            self._frame = (b"data: " + before, after + b"\n\n")
+        return self._frame
 
     def cli_event(self, event: Event) -> None:
         deltas = self._feed(event)
