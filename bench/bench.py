@@ -127,12 +127,14 @@ def proxy_once(port: int, body: dict = BODY) -> tuple[float, float]:
 def wait_idle(port: int) -> None:
     """The proxy answers at the result line; its CLI exits just after. Let it, so
     the next bare run does not share the CPU with it."""
-    while True:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         conn.request("GET", "/health")
         if json.loads(conn.getresponse().read())["in_flight"] == 0:
             return
         time.sleep(0.01)
+    raise SystemExit("the daemon's CLI processes did not finish within 60 s")
 
 
 def wait_healthy(port: int, proc: subprocess.Popen) -> None:

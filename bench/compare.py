@@ -347,8 +347,26 @@ class Server:
             self.notes.append("CPU did not settle")
 
 
-def start_proxy(key: str, cli: str, env: dict, cli_env: tuple, base: Path, warm: int,
+def warm_usage_error(log: Path) -> str | None:
+    """twistd's complaint when this daemon does not know --warm (before the pool landed)."""
+    lines = [line.strip() for line in tail(log, 50).split(" / ") if "--warm" in line]
+    return lines[-1] if lines else None
+
+
+def start_proxy(key: str, cli: str, env: dict, cli_env: tuple, base: Path, warm: int | None,
                 stack: contextlib.ExitStack) -> Server:
+    """The daemon with --warm N; with warm=0 on a daemon that has no --warm (always cold),
+    again without it."""
+    try:
+        return start_daemon(key, cli, env, cli_env, base, warm, stack)
+    except RuntimeError:
+        if warm == 0 and warm_usage_error(servers_log(base, key)):
+            return start_daemon(key, cli, env, cli_env, base, None, stack)
+        raise
+
+
+def start_daemon(key: str, cli: str, env: dict, cli_env: tuple, base: Path, warm: int | None,
+                 stack: contextlib.ExitStack) -> Server:
     port = free_port()
     log = servers_log(base, key)
     with open(log, "wb") as out:
@@ -357,11 +375,12 @@ def start_proxy(key: str, cli: str, env: dict, cli_env: tuple, base: Path, warm:
              "-n", "--pidfile=", "claudeproxy", "--claude", cli,
              "--listen", f"tcp:{port}:interface=127.0.0.1", "--cli-retries", "0",
              *[a for name, value in cli_env for a in ("--cli-env", f"{name}={value}")],
-             "--max-concurrent", "32", "--queue", "64", "--warm", str(warm)],
+             "--max-concurrent", "32", "--queue", "64",
+             *(["--warm", str(warm)] if warm is not None else [])],
             cwd=base, env={**env, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL,
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     stack.callback(stop_process, proc)
-    server = Server(key, proc, port, log, "proxy", warm)
+    server = Server(key, proc, port, log, "proxy", warm or 0)
     try:
         wait_healthy(port, proc)
     except SystemExit as e:
@@ -590,8 +609,8 @@ def table(data: dict, fig: dict) -> str:
                  cell(B, "ttft", unit=" ms", p95="ttft_p95"),
                  cell(C, "ttft", unit=" ms", p95="ttft_p95"),
                  cell(D, "ttft", unit=" ms", p95="ttft_p95"),
-                 f"warm / claude-max-api-proxy: {fmt(warm_ratio, '.2f')}×; "
-                 f"cold / claude-max-api-proxy: {fmt(ratio(B.get('ttft'), D.get('ttft')), '.2f')}×",
+                 f"warm / claude-max-api-proxy: {fmt(warm_ratio, '.2f', '×')}; "
+                 f"cold / claude-max-api-proxy: {fmt(ratio(B.get('ttft'), D.get('ttft')), '.2f', '×')}",
                  "warm ≤ 0.35×", verdict([None if warm_ratio is None else warm_ratio <= 0.35])))
     rows.append(("time to first token, cold − bare", "", "", "", "",
                  f"{fmt(B.get('ttft_added'), '+.1f', ' ms')} "
@@ -616,20 +635,20 @@ def table(data: dict, fig: dict) -> str:
     rows.append((f"{data['concurrency']} concurrent, total p50 / p99", "—",
                  *(("n/a" if s.get("p50") is None else f"{s['p50']:.0f} / {s['p99']:.0f} ms")
                    for s in (B, C, D)),
-                 f"cold / claude-max-api-proxy p50: {fmt(ratio(B.get('p50'), D.get('p50')), '.2f')}×",
+                 f"cold / claude-max-api-proxy p50: {fmt(ratio(B.get('p50'), D.get('p50')), '.2f', '×')}",
                  "", ""))
     relay_checks = [None if s.get("relay") is None or D.get("relay") is None
                     else s["relay"] >= D["relay"] for s in (B, C)]
     rows.append((f"relay rate, {RELAY_DELTAS:,}-delta stream",
                  *(cell(s, "relay", ",.0f", " /s") for s in (A, B, C, D)),
-                 f"cold / claude-max-api-proxy: {fmt(ratio(B.get('relay'), D.get('relay')), '.2f')}×; "
-                 f"warm / claude-max-api-proxy: {fmt(ratio(C.get('relay'), D.get('relay')), '.2f')}×; "
-                 f"cold / bare: {fmt(ratio(B.get('relay'), A.get('relay')), '.2f')}×; "
-                 f"claude-max-api-proxy / bare: {fmt(ratio(D.get('relay'), A.get('relay')), '.2f')}×",
+                 f"cold / claude-max-api-proxy: {fmt(ratio(B.get('relay'), D.get('relay')), '.2f', '×')}; "
+                 f"warm / claude-max-api-proxy: {fmt(ratio(C.get('relay'), D.get('relay')), '.2f', '×')}; "
+                 f"cold / bare: {fmt(ratio(B.get('relay'), A.get('relay')), '.2f', '×')}; "
+                 f"claude-max-api-proxy / bare: {fmt(ratio(D.get('relay'), A.get('relay')), '.2f', '×')}",
                  "proxy ≥ claude-max-api-proxy", verdict(relay_checks)))
     rows.append(("server RSS, idle", "—", *(cell(s, "idle_mib", ".1f", " MiB") for s in (B, C, D)),
                  f"cold / claude-max-api-proxy: "
-                 f"{fmt(ratio(B.get('idle_mib'), D.get('idle_mib')), '.2f')}×",
+                 f"{fmt(ratio(B.get('idle_mib'), D.get('idle_mib')), '.2f', '×')}",
                  "daemon ≤ 60 MiB",
                  verdict([None if s.get("idle_mib") is None else s["idle_mib"] <= 60 for s in (B, C)])))
     rows.append(("server RSS per in-flight stream", "—",
@@ -675,9 +694,6 @@ def chart(fig: dict, concurrency: int, path: Path) -> str:
     colours = {"A": "#888888", "B": "#1f77b4", "C": "#2ca02c", "D": "#d62728"}
     figure, axes = plt.subplots(2, 3, figsize=(15, 8))
     for ax, (title, key, sides, target) in zip(axes.flat, panels):
-        if target is not None:
-            ax.axhline(target, color="black", linestyle="--", linewidth=1, label="daemon target")
-            ax.legend(fontsize=8, loc="lower right")
         labels = [f"{SIDES[k]}\n({k})" for k in sides]
         values = [fig[k].get(key) for k in sides]
         bars = ax.bar(labels, [v or 0 for v in values], color=[colours[k] for k in sides])
@@ -685,6 +701,10 @@ def chart(fig: dict, concurrency: int, path: Path) -> str:
             ax.annotate("n/a" if value is None else f"{value:,.{2 if value < 10 else 0}f}",
                         (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                         ha="center", va="bottom", fontsize=8)
+        if target is not None:
+            ax.axhline(target, color="black", linestyle="--", linewidth=1, label="daemon target")
+            ax.set_ylim(0, max([target, *(v or 0 for v in values)]) * 1.3)
+            ax.legend(fontsize=8, loc="upper right")
         ax.set_title(title, fontsize=10)
         ax.tick_params(axis="x", labelsize=8)
     figure.suptitle("claude-proxy vs bare CLI vs claude-max-api-proxy (mock API)")
@@ -701,7 +721,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cli", default=shutil.which("claude"), help="the Claude Code CLI")
     parser.add_argument("-n", type=int, default=30, help="short streamed replies per side")
-    parser.add_argument("--relay-n", type=int, default=3, help="20,000-delta streams per side")
+    parser.add_argument("--relay-n", type=int, default=5, help="20,000-delta streams per side")
     parser.add_argument("--concurrency", type=int, default=32, help="streams at once")
     args = parser.parse_args()
     if not args.cli:
@@ -736,11 +756,9 @@ def main() -> None:
                 data["rss_fresh"][key] = vmrss(servers[key].proc.pid)
             except Exception as e:
                 why = str(e)
-                if key == "C":
-                    usage = [line for line in tail(servers_log(base, key), 50).split(" / ")
-                             if "--warm" in line]
-                    if usage:
-                        why = f"twistd exits with a usage error: {usage[-1].strip()}"
+                usage = warm_usage_error(servers_log(base, key)) if key == "C" else None
+                if usage:
+                    why = f"this daemon has no --warm yet (twistd exits with: {usage})"
                 data["na"][key] = why
             print(f"{SIDES[key]}: " + (f"port {servers[key].port}, pid {servers[key].proc.pid}"
                                        if key in servers else f"n/a ({data['na'][key]})"),
@@ -776,9 +794,12 @@ def main() -> None:
         data["relay"] = relay(args.relay_n, sides, servers, bare_relay)
         for key, server in servers.items():
             print(f"{args.concurrency} concurrent streams: {SIDES[key]} ...", file=sys.stderr)
-            data["bursts"][key] = burst(server, args.concurrency,
+            got = attempt(server.notes, f"{args.concurrency} concurrent streams",
+                          lambda: burst(server, args.concurrency,
                                         deltas_body(BURST_DELTAS, BURST_SIZE),
-                                        deltas_text(BURST_DELTAS, BURST_SIZE))
+                                        deltas_text(BURST_DELTAS, BURST_SIZE)))
+            if got is not None:
+                data["bursts"][key] = got
         for key, server in servers.items():
             # What the server logged that looks like trouble: a note, and in the raw file.
             problems = [line for line in server.log.read_text(errors="replace").splitlines()
