@@ -7,7 +7,7 @@ same Claude Code CLI:
   A  bare CLI: run directly with the argv and environment the proxy builds
      (bench.bare_cli_once);
   B  proxy cold: `twistd -n claudeproxy ... --warm 0`;
-  C  proxy warm: the same with `--warm 2` ("n/a" while the option does not exist);
+  C  proxy warm: the same with `--warm 2`;
   D  claude-max-api-proxy@1.0.0 from npm (installed into bench/.cache/), started
      as `node <pkg>/dist/server/standalone.js PORT` with the CLI first on PATH
      and the environment the proxy gives its CLI (mock URL, key, scratch HOME).
@@ -347,25 +347,7 @@ class Server:
             self.notes.append("CPU did not settle")
 
 
-def warm_usage_error(log: Path) -> str | None:
-    """twistd's complaint when this daemon does not know --warm (before the pool landed)."""
-    lines = [line.strip() for line in tail(log, 50).split(" / ") if "--warm" in line]
-    return lines[-1] if lines else None
-
-
-def start_proxy(key: str, cli: str, env: dict, cli_env: tuple, base: Path, warm: int | None,
-                stack: contextlib.ExitStack) -> Server:
-    """The daemon with --warm N; with warm=0 on a daemon that has no --warm (always cold),
-    again without it."""
-    try:
-        return start_daemon(key, cli, env, cli_env, base, warm, stack)
-    except RuntimeError:
-        if warm == 0 and warm_usage_error(servers_log(base, key)):
-            return start_daemon(key, cli, env, cli_env, base, None, stack)
-        raise
-
-
-def start_daemon(key: str, cli: str, env: dict, cli_env: tuple, base: Path, warm: int | None,
+def start_daemon(key: str, cli: str, env: dict, cli_env: tuple, base: Path, warm: int,
                  stack: contextlib.ExitStack) -> Server:
     port = free_port()
     log = servers_log(base, key)
@@ -375,12 +357,11 @@ def start_daemon(key: str, cli: str, env: dict, cli_env: tuple, base: Path, warm
              "-n", "--pidfile=", "claudeproxy", "--claude", cli,
              "--listen", f"tcp:{port}:interface=127.0.0.1", "--cli-retries", "0",
              *[a for name, value in cli_env for a in ("--cli-env", f"{name}={value}")],
-             "--max-concurrent", "32", "--queue", "64",
-             *(["--warm", str(warm)] if warm is not None else [])],
+             "--max-concurrent", "32", "--queue", "64", "--warm", str(warm)],
             cwd=base, env={**env, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL,
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     stack.callback(stop_process, proc)
-    server = Server(key, proc, port, log, "proxy", warm or 0)
+    server = Server(key, proc, port, log, "proxy", warm)
     try:
         wait_healthy(port, proc)
     except SystemExit as e:
@@ -747,19 +728,15 @@ def main() -> None:
         print(f"mock API at {mock_url}; scratch {base}", file=sys.stderr)
 
         servers: dict[str, Server] = {}
-        starters = {"B": lambda: start_proxy("B", args.cli, env, cli_env, base, 0, stack),
-                    "C": lambda: start_proxy("C", args.cli, env, cli_env, base, WARM, stack),
+        starters = {"B": lambda: start_daemon("B", args.cli, env, cli_env, base, 0, stack),
+                    "C": lambda: start_daemon("C", args.cli, env, cli_env, base, WARM, stack),
                     "D": lambda: start_cmap(args.cli, env, cli_env, base, stack)}
         for key, start in starters.items():
             try:
                 servers[key] = start()
                 data["rss_fresh"][key] = vmrss(servers[key].proc.pid)
             except Exception as e:
-                why = str(e)
-                usage = warm_usage_error(servers_log(base, key)) if key == "C" else None
-                if usage:
-                    why = f"this daemon has no --warm yet (twistd exits with: {usage})"
-                data["na"][key] = why
+                data["na"][key] = str(e)
             print(f"{SIDES[key]}: " + (f"port {servers[key].port}, pid {servers[key].proc.pid}"
                                        if key in servers else f"n/a ({data['na'][key]})"),
                   file=sys.stderr)
