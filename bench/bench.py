@@ -63,13 +63,17 @@ def scratch_env(base: Path) -> dict:
             "CLAUDE_CONFIG_DIR": str(home / ".claude")}
 
 
-def bare_cli_once(cli: str, env: dict, cli_env: tuple, work: Path) -> tuple[float, float]:
-    """The CLI run directly, exactly as the proxy would run it."""
-    plan = build_plan(parse_chat_request(BODY), CLISettings(cli, 0, cli_env), env)
+def start_bare(cli: str, env: dict, cli_env: tuple, work: Path,
+               body: dict = BODY) -> tuple[subprocess.Popen, Path, float]:
+    """
+    The CLI started directly, exactly as the proxy would run it (argv, environment,
+    per-run scratch dirs), its one user message written: the process, its scratch
+    dir (the caller removes it) and when it was started.
+    """
+    plan = build_plan(parse_chat_request(body), CLISettings(cli, 0, cli_env), env)
     run = Path(tempfile.mkdtemp(dir=work))
     prompt_file = run / "system-prompt.txt"
     prompt_file.write_text(plan.system_prompt)
-    # The per-run scratch dirs the proxy's runner makes, made the same way here.
     for name in ("tmp", "config"):
         (run / name).mkdir()
     env = {"CLAUDE_CODE_TMPDIR": str(run / "tmp"), "CLAUDE_CONFIG_DIR": str(run / "config"),
@@ -80,6 +84,12 @@ def bare_cli_once(cli: str, env: dict, cli_env: tuple, work: Path) -> tuple[floa
     [batch] = plan.stdin  # one user message: no history to replay
     proc.stdin.write(batch)
     proc.stdin.close()
+    return proc, run, started
+
+
+def bare_cli_once(cli: str, env: dict, cli_env: tuple, work: Path) -> tuple[float, float]:
+    """The CLI run directly: times to its first text and to its result."""
+    proc, run, started = start_bare(cli, env, cli_env, work)
     # Raw reads, not line iteration, so the bare side is timed as tightly as possible.
     first = None
     seen = b""

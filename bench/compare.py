@@ -49,9 +49,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
 sys.path.insert(0, str(ROOT))
 
 from bench.bench import (BODY, bare_cli_once, free_port, proxy_once, scratch_env,  # noqa: E402
-                         start_mock, summary, wait_healthy)
-from claude_proxy.chat import parse_chat_request  # noqa: E402
-from claude_proxy.plan import CLISettings, build_plan, child_env  # noqa: E402
+                         start_bare, start_mock, summary, wait_healthy)
+from claude_proxy.plan import CLISettings, child_env  # noqa: E402
 
 CMAP_PACKAGE = "claude-max-api-proxy"
 CMAP_VERSION = "1.0.0"
@@ -237,23 +236,9 @@ def stream_once(port: int, body: dict, timeout: float = 120.0) -> dict:
 def bare_cli_stream(cli: str, env: dict, cli_env: tuple, work: Path, body: dict) -> dict:
     """The CLI run directly, as the proxy would run it (like bench.bare_cli_once, which
     only reports first and last), its stdout's text deltas timed as they are read."""
-    plan = build_plan(parse_chat_request(body), CLISettings(cli, 0, cli_env), env)
-    run = Path(tempfile.mkdtemp(dir=work))
+    proc, run, started = start_bare(cli, env, cli_env, work, body)
     try:
-        prompt_file = run / "system-prompt.txt"
-        prompt_file.write_text(plan.system_prompt)
-        for name in ("tmp", "config"):
-            (run / name).mkdir()
-        child = {"CLAUDE_CODE_TMPDIR": str(run / "tmp"), "CLAUDE_CONFIG_DIR": str(run / "config"),
-                 **plan.env}
-        started = time.perf_counter()
-        proc = subprocess.Popen(plan.argv(str(prompt_file)), env=child, cwd=run, bufsize=0,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL)
         try:
-            [batch] = plan.stdin
-            proc.stdin.write(batch)
-            proc.stdin.close()
             buf, marks, fd = bytearray(), [], proc.stdout.fileno()
             while True:
                 data = os.read(fd, 1 << 16)

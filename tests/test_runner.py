@@ -55,8 +55,8 @@ def test_spawn_writes_stdin_once_and_prompt_to_a_private_file(runner, reactor, t
     recorder = Recorder()
     runner.submit(plan(system="SECRET SYSTEM"), recorder)
     [process] = reactor.spawned
-    # stdin stays open for the control channel until the result.
-    assert not process.stdin_closed and b'"text":"hello"' in bytes(process.stdin)
+    # Without tools there is no control channel to serve: stdin closes once written.
+    assert process.stdin_closed and b'"text":"hello"' in bytes(process.stdin)
     prompt_file = process.args[process.args.index("--system-prompt-file") + 1]
     assert open(prompt_file).read() == "SECRET SYSTEM"
     assert oct(os.stat(prompt_file).st_mode & 0o777) == "0o600"
@@ -301,21 +301,28 @@ def test_usage_limit_reset_time_comes_from_the_rate_limit_event(runner, reactor)
     assert recorder.error.retry_after == 7200
 
 
-def test_history_is_replayed_one_acknowledged_turn_at_a_time(runner, reactor):
+def submit_with_history(runner, reactor):
     body = {"model": "claude-haiku-4", "messages": [
         {"role": "user", "content": "one"}, {"role": "assistant", "content": "two"},
         {"role": "user", "content": "three"}]}
     recorder = Recorder()
     runner.submit(build_plan(parse_chat_request(body), CLISettings("/bin/claude"), {}), recorder)
     [process] = reactor.spawned
+    return recorder, process
+
+
+def test_history_is_replayed_one_acknowledged_turn_at_a_time(runner, reactor):
+    recorder, process = submit_with_history(runner, reactor)
     first = [json.loads(line) for line in bytes(process.stdin).splitlines()]
     assert [(m["type"], m.get("shouldQuery")) for m in first] == [("user", False)]
+    assert not process.stdin_closed  # more to come
     [ack] = sample_lines("cli-2.1.330/history-replay-acks.jsonl")[-1:]
     process.emit(ack)
     lines = [json.loads(line) for line in bytes(process.stdin).splitlines()]
     assert [(m["type"], m.get("shouldQuery")) for m in lines] == [
         ("user", False), ("assistant", None), ("user", None)]
     assert lines[1]["message"]["content"] == [{"type": "text", "text": "two"}]
+    assert process.stdin_closed  # the last batch is written
     assert recorder.result is None and recorder.events == []  # the ack is not the answer
     process.emit(*PARTIAL)
     assert recorder.result.text == "MOCK REPLY to: hello"
@@ -339,6 +346,7 @@ def test_control_channel_serves_the_tools_and_holds_tool_calls(runner, reactor):
     assert [t["name"] for t in listed] == ["read_file"]
     assert listed[0]["inputSchema"]["properties"] == {"path": {"type": "string"}}
     assert recorder.result is None and not process.signals
+    assert not process.stdin_closed  # the CLI may still ask for the tools
 
 
 def test_unknown_control_requests_get_an_error_answer(runner, reactor):
@@ -352,12 +360,7 @@ def test_unknown_control_requests_get_an_error_answer(runner, reactor):
 
 
 def test_a_refused_history_message_fails_the_request(runner, reactor):
-    body = {"model": "claude-haiku-4", "messages": [
-        {"role": "user", "content": "one"}, {"role": "assistant", "content": "two"},
-        {"role": "user", "content": "three"}]}
-    recorder = Recorder()
-    runner.submit(build_plan(parse_chat_request(body), CLISettings("/bin/claude"), {}), recorder)
-    [process] = reactor.spawned
+    recorder, process = submit_with_history(runner, reactor)
     sent = bytes(process.stdin)
     process.emit(sample_lines("cli-2.1.330/error-401-default-retries.jsonl")[-1])
     assert recorder.error.code == "cli_not_logged_in"
