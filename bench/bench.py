@@ -139,9 +139,10 @@ def wait_idle(port: int) -> None:
     the next bare run does not share the CPU with it."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
+        # /metrics, not /health: /health starts the CLI (--version, auth status) every 10 s.
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        conn.request("GET", "/health")
-        if json.loads(conn.getresponse().read())["in_flight"] == 0:
+        conn.request("GET", "/metrics")
+        if b"\nclaude_proxy_cli_processes 0.0\n" in conn.getresponse().read():
             return
         time.sleep(0.01)
     raise SystemExit("the daemon's CLI processes did not finish within 60 s")
