@@ -14,7 +14,7 @@ from attrs import frozen
 
 from claude_proxy.errors import bad_request
 from claude_proxy.images import image_block
-from claude_proxy.tools import PREFIX, anthropic_tool_id, model_tool_name
+from claude_proxy.tools import anthropic_tool_id, client_tool_name, model_tool_name
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 SYSTEM_ROLES = frozenset({"system", "developer"})
@@ -65,7 +65,7 @@ class Conversation:
 
 def _as_text(block: dict[str, Any]) -> list[dict[str, Any]]:
     if block["type"] == "tool_use":
-        name = block["name"].removeprefix(PREFIX)
+        name = client_tool_name(block["name"]) or block["name"]
         return [_text(f"[called {name} with {json.dumps(block['input'], ensure_ascii=False)}]")]
     if block["type"] == "tool_result":
         inner = block["content"]
