@@ -23,6 +23,7 @@ from claude_proxy.metrics import Metrics
 log = Logger()
 
 OPEN_PATHS = frozenset({b"/health"})  # answered without an API key
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 PREFLIGHT_MAX_AGE = b"600"
 ENDPOINTS = {
     b"/v1/chat/completions": "chat_completions",
@@ -65,6 +66,21 @@ def _error(request: Request, error: APIError, extra: dict[bytes, bytes] | None =
     return json.dumps(error.to_json()).encode("utf-8")
 
 
+def host_of(header: bytes | None) -> str:
+    """The host name of a Host header, without its port ("[::1]:3456" → "::1")."""
+    host = (header or b"").decode("latin-1").strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+def host_refused(host: str) -> APIError:
+    return APIError(403, f"Requests for the host name {host!r} are not answered: the proxy is "
+                         "reached as localhost. (A web page that re-points its own name at this "
+                         "machine — DNS rebinding — gets this.)", "invalid_request_error",
+                    "host_not_allowed")
+
+
 def origin_refused(origin: str) -> APIError:
     return APIError(403, f"Requests from the web origin {origin} are not allowed. Start the proxy "
                          "with --cors-origin to allow a web app.", "invalid_request_error",
@@ -78,6 +94,9 @@ class Gate(Resource):
     metrics: Metrics
     clock: Any  # IReactorTime
     origins: frozenset[str] = frozenset()
+    # Host names answered (None: any). Without API keys only the loopback names are,
+    # so a page that rebinds its own name to 127.0.0.1 cannot use the proxy.
+    hosts: frozenset[str] | None = None
     isLeaf: bool = field(default=True, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -88,6 +107,11 @@ class Gate(Resource):
         request.exchange = exchange
         request.setHeader(b"x-request-id", exchange.request_id.encode())
         request.notifyFinish().addBoth(self._finished, request)
+
+        if self.hosts is not None:
+            host = host_of(request.getHeader(b"host"))
+            if host not in self.hosts:
+                return _error(request, host_refused(host))
 
         raw_origin = request.getHeader(b"origin")
         if raw_origin is not None:

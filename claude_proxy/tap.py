@@ -21,7 +21,7 @@ from claude_proxy import __version__
 from claude_proxy.app import ProxyAPI
 from claude_proxy.auth import KeyFileError, KeyRing
 from claude_proxy.cli import CLIMissing, CLIProbe, find_claude, version_now
-from claude_proxy.gate import Gate, ProxySite
+from claude_proxy.gate import LOOPBACK_NAMES, Gate, ProxySite
 from claude_proxy.metrics import Metrics
 from claude_proxy.plan import CLISettings, child_env
 from claude_proxy.pool import WarmPool
@@ -41,17 +41,23 @@ def _non_negative_float(value: str) -> float:
     return parsed
 
 
+def interface_of(description: str) -> str | None:
+    """The interface= of a --listen endpoint description, if it names one."""
+    rest = description.partition(":")[2]
+    parts = re.split(r"(?<!\\):", rest)  # "\:" is a colon inside a value (IPv6)
+    interface = next((p.partition("=")[2] for p in parts if p.startswith("interface=")), None)
+    return interface.replace("\\", "").lower() if interface else None
+
+
 def beyond_loopback(description: str) -> bool:
     """Whether a --listen endpoint can be reached from other machines."""
-    kind, _, rest = description.partition(":")
-    if kind == "unix":
+    if description.startswith("unix:"):
         return False
-    interface = next((p.partition("=")[2] for p in rest.split(":") if p.startswith("interface=")),
-                     None)
+    interface = interface_of(description)
     if not interface:
         return True  # all interfaces
     try:
-        return not ipaddress.ip_address(interface.replace("\\", "")).is_loopback
+        return not ipaddress.ip_address(interface).is_loopback
     except ValueError:
         return interface != "localhost"
 
@@ -255,7 +261,10 @@ def makeService(options: Options, reactor: Any = None,
     metrics = Metrics(runner)
     api = ProxyAPI(runner, settings, probe, environ, reactor, metrics,
                    image_urls=bool(options["image-urls"]), max_per_key=options["max-per-key"])
-    gate = Gate(api.resource(), keys, metrics, reactor, frozenset(options["cors-origin"]))
+    hosts = None
+    if not keys.enabled and not options["insecure-no-auth"]:
+        hosts = LOOPBACK_NAMES | {i for i in map(interface_of, options["listen"]) if i}
+    gate = Gate(api.resource(), keys, metrics, reactor, frozenset(options["cors-origin"]), hosts)
     site = ProxySite(gate, options["max-body-bytes"])
     for description in options["listen"]:
         strports.service(description, site, reactor=reactor).setServiceParent(top)

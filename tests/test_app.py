@@ -16,7 +16,7 @@ from twisted.web.resource import Resource
 from claude_proxy.app import ProxyAPI
 from claude_proxy.auth import KeyRing
 from claude_proxy.cli import Health
-from claude_proxy.gate import Gate
+from claude_proxy.gate import LOOPBACK_NAMES, Gate
 from claude_proxy.metrics import Metrics
 from claude_proxy.plan import CLISettings
 from claude_proxy.runner import Runner
@@ -55,7 +55,7 @@ def reactor():
     return FakeProcessReactor()
 
 
-def build(reactor, tmp_path, keys=(), origins=(), max_per_key=0):
+def build(reactor, tmp_path, keys=(), origins=(), max_per_key=0, hosts=None):
     runner = Runner(reactor, max_concurrent=1, queue_size=1, kill_grace=5,
                     scratch_root=str(tmp_path))
     probe = FakeProbe(Health(True, "/bin/claude", "2.1.330",
@@ -64,7 +64,7 @@ def build(reactor, tmp_path, keys=(), origins=(), max_per_key=0):
     api = ProxyAPI(runner, CLISettings("/bin/claude"), probe, {"PATH": "/bin"}, reactor, metrics,
                    max_per_key=max_per_key)
     capture = Capture(Gate(api.resource(), KeyRing(tuple(keys)), metrics, reactor,
-                           frozenset(origins)))
+                           frozenset(origins), hosts))
     return api, capture, StubTreq(capture)
 
 
@@ -414,3 +414,16 @@ def test_metrics_count_requests_tokens_and_failures(proxy, reactor):
     assert "claude_proxy_time_to_first_token_seconds_count" in text
     assert "claude_proxy_cli_processes 0.0" in text  # both runs have ended
     assert "claude_proxy_queue_depth 0.0" in text
+
+
+@pytest.mark.parametrize("host, status", [
+    ("localhost:3456", 200), ("127.0.0.1:3456", 200), ("[::1]:3456", 200), ("LOCALHOST", 200),
+    ("attacker.example:3456", 403), ("127.0.0.1.nip.io", 403),
+])
+def test_without_keys_only_loopback_host_names_are_answered(reactor, tmp_path, host, status):
+    # A page that re-points its own name at 127.0.0.1 (DNS rebinding) sends its own Host.
+    _, _, treq = build(reactor, tmp_path, hosts=LOOPBACK_NAMES)
+    response = result(treq.get("http://proxy/v1/models", headers={"host": host}))
+    assert response.code == status
+    if status == 403:
+        assert json.loads(result(treq.content(response)))["error"]["code"] == "host_not_allowed"

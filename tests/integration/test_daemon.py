@@ -178,7 +178,7 @@ async def test_client_disconnect_ends_the_cli(daemon, mock_api, stream):
     port = int(daemon.url.rsplit(":", 1)[1])
     client = await connectProtocol(
         TCP4ClientEndpoint(reactor, "127.0.0.1", port),
-        RawClient(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+        RawClient(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
                   b"Content-Type: application/json\r\n"
                   b"Content-Length: %d\r\n\r\n%s" % (len(body), body)))
     await eventually(lambda: mock_api.open_streams == 1)

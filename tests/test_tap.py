@@ -1,0 +1,12 @@
+from claude_proxy.tap import beyond_loopback, interface_of
+
+
+def test_what_counts_as_beyond_loopback():
+    assert not beyond_loopback("tcp:3456:interface=127.0.0.1")
+    assert not beyond_loopback("tcp6:3456:interface=\\:\\:1")
+    assert not beyond_loopback("tcp:3456:interface=localhost")
+    assert not beyond_loopback("unix:/run/user/1000/claude-proxy.sock")
+    assert beyond_loopback("tcp:3456")
+    assert beyond_loopback("tcp:3456:interface=0.0.0.0")
+    assert beyond_loopback("tcp:3456:interface=192.168.1.5")
+    assert interface_of("tcp6:3456:interface=\\:\\:1") == "::1"
