@@ -162,7 +162,12 @@ class ProxyAPI:
     @app.handle_errors(APIError)
     def api_error(self, request: IRequest, failure: Failure) -> bytes:
         error = failure.value
-        exchange_of(request).error_code = error.code
+        exchange = exchange_of(request)
+        if exchange.error_code is None and (error.status == 429 or error.status >= 500):
+            # Refused before any CLI ran (queue full, a key's limit, shutting down);
+            # failures of a run were counted as it ended.
+            self.metrics.failed(error.code or "unknown")
+        exchange.error_code = error.code
         if error.retry_after is not None:
             request.setHeader(b"retry-after", str(error.retry_after).encode())
         return _json(request, error.status, error.to_json())

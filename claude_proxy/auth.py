@@ -76,6 +76,9 @@ class KeyRing:
 
     def reload(self) -> None:
         """For SIGHUP: a broken file is logged and the keys in use stay."""
+        if self.path is None:
+            log.info("SIGHUP: there is no --api-key-file to re-read")
+            return
         try:
             self.load()
         except KeyFileError as e:

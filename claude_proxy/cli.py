@@ -14,7 +14,9 @@ from typing import Any
 
 from attrs import define, field, frozen
 from twisted.internet import defer
-from twisted.internet.utils import getProcessOutputAndValue
+from twisted.internet.error import ProcessExitedAlready, ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
 
 INSTALL_HINT = (
     "Install it with `npm install -g @anthropic-ai/claude-code`, run `claude` once to log "
@@ -100,15 +102,35 @@ class CLIProbe:
     env: Mapping[str, str]
     _last: Health | None = field(default=None)
     _checked_at: float = field(default=float("-inf"))
+    _pending: defer.Deferred | None = field(default=None)
 
-    async def check(self) -> Health:
+    def check(self) -> defer.Deferred:
+        """
+        The cached health, or the answer of the one probe running: however many
+        callers ask at once (/health needs no key), at most one probe runs.
+        """
         now = self.reactor.seconds()
         if self._last is not None and now - self._checked_at < HEALTH_CACHE_SECONDS:
-            return self._last
+            return defer.succeed(self._last)
+        if self._pending is None:
+            self._pending = defer.ensureDeferred(self._probe(now))
+            self._pending.addBoth(self._probed)
+        waiter: defer.Deferred = defer.Deferred()
+        self._pending.addBoth(lambda result: (waiter.callback(result), result)[1])
+        return waiter
+
+    def _probed(self, result: Any) -> Any:
+        self._pending = None
+        return result
+
+    async def _probe(self, now: float) -> Health:
         try:
             out, err, code = await self._run("--version")
-        except (OSError, defer.TimeoutError) as e:
-            health = Health(False, self.path, None, str(e) or "no answer to --version")
+        except defer.TimeoutError:
+            health = Health(False, self.path, None,
+                            f"no answer to --version within {VERSION_TIMEOUT:.0f} s")
+        except OSError as e:
+            health = Health(False, self.path, None, str(e))
         else:
             version = parse_version(out)
             if code == 0 and version:
@@ -120,9 +142,9 @@ class CLIProbe:
         return health
 
     def _run(self, *args: str) -> defer.Deferred:
-        return getProcessOutputAndValue(
-            self.path, args, env=dict(self.env), reactor=self.reactor,
-        ).addTimeout(VERSION_TIMEOUT, self.reactor)
+        collect = _Collect()
+        self.reactor.spawnProcess(collect, self.path, (self.path, *args), env=dict(self.env))
+        return collect.done.addTimeout(VERSION_TIMEOUT, self.reactor)
 
     async def _login(self) -> dict | None:
         try:
@@ -130,3 +152,32 @@ class CLIProbe:
         except (OSError, defer.TimeoutError):
             return None
         return parse_login(out)
+
+
+class _Collect(ProcessProtocol):
+    """A probe's output and exit code; cancelling it (the timeout) kills the process."""
+
+    def __init__(self) -> None:
+        self.done: defer.Deferred = defer.Deferred(self._cancel)
+        self._out: list[bytes] = []
+        self._err: list[bytes] = []
+
+    def connectionMade(self) -> None:
+        self.transport.closeStdin()
+
+    def outReceived(self, data: bytes) -> None:
+        self._out.append(data)
+
+    def errReceived(self, data: bytes) -> None:
+        self._err.append(data)
+
+    def processEnded(self, reason: Failure) -> None:
+        if not self.done.called:
+            code = reason.value.exitCode if reason.check(ProcessTerminated) else 0
+            self.done.callback((b"".join(self._out), b"".join(self._err), code))
+
+    def _cancel(self, _: defer.Deferred) -> None:
+        try:
+            self.transport.signalProcess("KILL")
+        except ProcessExitedAlready:
+            pass

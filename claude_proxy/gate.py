@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 from attrs import define, field
+from twisted.internet.address import UNIXAddress
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -108,9 +109,9 @@ class Gate(Resource):
         request.setHeader(b"x-request-id", exchange.request_id.encode())
         request.notifyFinish().addBoth(self._finished, request)
 
-        if self.hosts is not None:
+        if self.hosts is not None and not isinstance(request.getHost(), UNIXAddress):
             host = host_of(request.getHeader(b"host"))
-            if host not in self.hosts:
+            if host and host not in self.hosts:  # browsers always send Host
                 return _error(request, host_refused(host))
 
         raw_origin = request.getHeader(b"origin")
@@ -192,6 +193,8 @@ class LimitedRequest(Request):
         limit = self.channel.site.max_body_bytes
         body = json.dumps(APIError(413, f"The request body is over {limit} bytes (--max-body-bytes).",
                                    "invalid_request_error", "request_too_large").to_json()).encode()
+        log.info("{method} {path} 413 body over {limit} bytes", method=self.method,
+                 path=self.path, status=413, limit=limit)
         transport = self.channel.transport
         transport.write(b"HTTP/1.1 413 Request Entity Too Large\r\ncontent-type: application/json\r\n"
                         b"connection: close\r\ncontent-length: " + str(len(body)).encode() +

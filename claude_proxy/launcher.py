@@ -230,6 +230,9 @@ def systemd_unit(d: Daemon) -> str:
         "Restart=on-failure\n"
         "RestartSec=5\n"
         "KillSignal=SIGTERM\n"
+        # SIGTERM to the daemon only: it ends its CLI processes itself after the grace period.
+        "KillMode=mixed\n"
+        "ExecReload=/bin/kill -HUP $MAINPID\n"
         f"TimeoutStopSec={d.stop_timeout}\n"
         "\n"
         "[Install]\n"

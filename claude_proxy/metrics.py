@@ -16,6 +16,8 @@ from prometheus_client import (
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 30, 60, 120, 300, 600)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+# Full claude-... ids come from requests: past this many distinct ones, "other" (bounded series).
+MAX_MODEL_LABELS = 32
 
 
 @define
@@ -27,6 +29,7 @@ class Metrics:
     first_token: Histogram = field(init=False)
     tokens: Counter = field(init=False)
     failures: Counter = field(init=False)
+    _models: set = field(factory=set, init=False)
 
     def __attrs_post_init__(self) -> None:
         r = self.registry
@@ -49,11 +52,17 @@ class Metrics:
         Gauge("claude_proxy_warm_processes", "CLI processes started ahead of time, waiting.",
               registry=r).set_function(lambda: self.runner.pool.count if self.runner.pool else 0)
 
+    def _model(self, model: str) -> str:
+        if model not in self._models and len(self._models) < MAX_MODEL_LABELS:
+            self._models.add(model)
+        return model if model in self._models else "other"
+
     def request_done(self, endpoint: str, model: str, status: int, seconds: float) -> None:
-        self.requests.labels(endpoint, model, str(status)).inc()
+        self.requests.labels(endpoint, self._model(model), str(status)).inc()
         self.duration.labels(endpoint).observe(seconds)
 
     def answered(self, model: str, first_token: float | None, prompt: int, completion: int) -> None:
+        model = self._model(model)
         if first_token is not None:
             self.first_token.labels(model).observe(first_token)
         self.tokens.labels(model, "prompt").inc(prompt)

@@ -29,6 +29,9 @@ log = Logger()
 
 # A shape nobody asked for in this long is forgotten: its processes are not recycled.
 FORGET_AFTER = 3600.0
+# A shape is warmed once it has come this often: a client whose every request differs
+# (a dated system prompt) would otherwise have a process started and killed unused each time.
+MIN_REPEATS = 2
 BARE_INITIALIZE = json.dumps(initialize_request(()), separators=(",", ":")).encode() + b"\n"
 
 
@@ -107,7 +110,7 @@ class WarmPool:
     ttl: float = 600.0
     scratch_root: str | None = None
     _waiting: list[WarmProcess] = field(factory=list)  # oldest first
-    _shapes: OrderedDict = field(factory=OrderedDict)  # warm_key -> (plan, last seen); newest last
+    _shapes: OrderedDict = field(factory=OrderedDict)  # warm_key -> (plan, last seen, times); newest last
     _dying: set = field(factory=set)  # killed, not yet reaped
     _stopping: bool = False
     hits: int = 0  # requests that took a pre-started process
@@ -141,8 +144,8 @@ class WarmPool:
         if self.size <= 0:
             return
         key = plan.warm_key
-        self._shapes.pop(key, None)
-        self._shapes[key] = (plan, self.reactor.seconds())
+        _, _, times = self._shapes.pop(key, (None, None, 0))
+        self._shapes[key] = (plan, self.reactor.seconds(), times + 1)
         while len(self._shapes) > self.size:
             old, _ = self._shapes.popitem(last=False)
             for w in [w for w in self._waiting if w.plan.warm_key == old]:
@@ -152,10 +155,10 @@ class WarmPool:
     def refill(self, room: int) -> None:
         """Start processes for the wanted shapes, newest first, round robin, within `room`."""
         now = self.reactor.seconds()
-        for key, (_, seen) in list(self._shapes.items()):
+        for key, (_, seen, _) in list(self._shapes.items()):
             if now - seen > FORGET_AFTER:
                 del self._shapes[key]
-        wanted = [plan for plan, _ in reversed(self._shapes.values())]
+        wanted = [plan for plan, _, times in reversed(self._shapes.values()) if times >= MIN_REPEATS]
         while wanted and not self._stopping and room > 0 and self.count < self.size:
             counts = {p.warm_key: sum(w.plan.warm_key == p.warm_key for w in self._waiting)
                       for p in wanted}

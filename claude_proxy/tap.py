@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from twisted.application import service, strports
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -187,6 +187,7 @@ class ProxyService(service.MultiService):
         self._reactor = reactor
         self._keys = keys
         self._previous: dict[int, Any] = {}
+        self._stopping = False
 
     def privilegedStartService(self) -> None:
         # twistd binds ports here, before dropping privileges.
@@ -213,17 +214,23 @@ class ProxyService(service.MultiService):
 
         for number, handler in ((signal.SIGTERM, on_term), (signal.SIGHUP, on_hup)):
             self._previous[number] = signal.signal(number, handler)
+        # Kept through the graceful stop (a second SIGTERM, a SIGHUP must not kill it then).
+        self._reactor.addSystemEventTrigger("after", "shutdown", self._restore_signals)
 
-    def _terminate(self) -> None:
-        log.info("Received SIGTERM, stopping gracefully.")
-        if self._reactor.running:
-            self._reactor.stop()
-
-    def stopService(self) -> Any:
+    def _restore_signals(self) -> None:
         for number, handler in self._previous.items():
             signal.signal(number, handler)
         self._previous.clear()
-        return super().stopService()
+
+    def _terminate(self) -> None:
+        if self._stopping:
+            return  # already stopping: the grace period runs its course
+        self._stopping = True
+        log.info("Received SIGTERM, stopping gracefully.")
+        try:
+            self._reactor.stop()
+        except ReactorNotRunning:
+            pass  # stopping already (SIGINT)
 
 
 def makeService(options: Options, reactor: Any = None,

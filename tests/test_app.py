@@ -4,6 +4,7 @@ CLI output) behind, a Clock for time.
 """
 
 import json
+import re
 
 import pytest
 from attrs import define
@@ -427,3 +428,18 @@ def test_without_keys_only_loopback_host_names_are_answered(reactor, tmp_path, h
     assert response.code == status
     if status == 403:
         assert json.loads(result(treq.content(response)))["error"]["code"] == "host_not_allowed"
+
+
+def test_refusals_before_any_run_are_counted_and_model_labels_are_bounded(proxy, reactor):
+    api, _, treq = proxy
+    treq.post(URL, json=body())  # runs
+    treq.post(URL, json=body())  # waits in the queue (size 1)
+    treq.flush()
+    assert post(treq).code == 429  # queue full
+    text = result(treq.content(result(treq.get("http://proxy/metrics")))).decode()
+    assert 'claude_proxy_cli_failures_total{kind="queue_full"} 1.0' in text
+    for i in range(40):
+        api.metrics.request_done("chat_completions", f"claude-x{i}", 404, 0.0)
+    text = result(treq.content(result(treq.get("http://proxy/metrics")))).decode()
+    assert len(set(re.findall(r'model="([^"]+)"', text)) - {"other"}) == 32
+    assert 'model="other"' in text

@@ -185,7 +185,8 @@ def test_unit_exec_start_round_trips_through_shlex(env, capsys):
 def test_unit_sections(env, capsys):
     unit = unit_of(env, capsys)
     for line in ("[Unit]", "After=network-online.target", "[Service]", "Type=simple",
-                 "Restart=on-failure", "RestartSec=5", "KillSignal=SIGTERM",
+                 "Restart=on-failure", "RestartSec=5", "KillSignal=SIGTERM", "KillMode=mixed",
+                 "ExecReload=/bin/kill -HUP $MAINPID",
                  "[Install]", "WantedBy=default.target",
                  "Description=claude-proxy (OpenAI-compatible API over the Claude Code CLI)"):
         assert line in unit.splitlines()

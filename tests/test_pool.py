@@ -48,70 +48,75 @@ def finish(process):
     process.exit(0)
 
 
-def test_a_request_of_a_known_shape_takes_a_ready_process(runner, reactor):
-    first = Recorder()
-    runner.submit(plan(), first)
-    cold, warm = reactor.spawned
+def warmed(runner, reactor, shape="be brief"):
+    """Two requests of one shape, answered cold; the second has the pool start one."""
+    runner.submit(plan(shape), Recorder())
+    first = reactor.spawned[-1]
+    assert runner.pool.count == 0  # seen once: not warmed yet
+    finish(first)
+    runner.submit(plan(shape), Recorder())
+    second, warm = reactor.spawned[-2:]
+    finish(second)
+    return warm
+
+
+def test_a_request_of_a_repeated_shape_takes_a_ready_process(runner, reactor):
+    warm = warmed(runner, reactor)
     # The pre-started one got only the initialize request: no user turn, so no API call.
     assert [m["type"] for m in lines_written(warm)] == ["control_request"]
+    assert not warm.stdin_closed
     warm.emit(READY)
-    finish(cold)
-    assert first.result is not None and runner.pool.count == 1
+    assert runner.pool.ready_count() == 1
 
-    second = Recorder()
-    runner.submit(plan(), second)
-    assert len(reactor.spawned) == 3  # no cold spawn: the replacement only
+    recorder = Recorder()
+    spawned = len(reactor.spawned)
+    runner.submit(plan(), recorder)
+    assert len(reactor.spawned) == spawned + 1  # the replacement only, no cold spawn
     assert [m["type"] for m in lines_written(warm)] == ["control_request", "user"]
+    assert warm.stdin_closed  # no tools: nothing more to say
     finish(warm)
-    assert second.result.text == "MOCK REPLY to: hello"
+    assert recorder.result.text == "MOCK REPLY to: hello"
     assert runner.pool.count == 1 and runner.in_flight == 0
-    assert (runner.pool.hits, runner.pool.misses) == (1, 1)
+    assert (runner.pool.hits, runner.pool.misses) == (1, 2)
 
 
 def test_other_shapes_spawn_cold_and_warm_processes_count_inside_the_limit(runner, reactor):
-    runner.submit(plan("A"), Recorder())
-    cold_a, warm_a = reactor.spawned
-    runner.submit(plan("B"), Recorder())  # 1 running + 1 waiting = the limit of 2
+    warm_a = warmed(runner, reactor, "A")
+    runner.submit(plan("B"), Recorder())
+    runner.submit(plan("B"), Recorder())  # 2 running: the limit
     assert warm_a.signals == ["KILL"]  # gave its slot to B
-    assert len(reactor.spawned) == 3 and runner.in_flight == 2
+    assert runner.in_flight == 2 and runner.pool.count == 0
     warm_a.exit(signal=9)
-    assert runner.pool.count == 0  # no room for B's replacement until a run ends
-    finish(cold_a)
+    finish(reactor.spawned[-1])
     assert runner.pool.count == 1 and runner.pool.has(plan("B"))
-    assert (runner.pool.hits, runner.pool.misses) == (0, 2)
 
 
 def test_a_process_that_died_while_waiting_is_never_handed_out(runner, reactor):
-    runner.submit(plan(), Recorder())
-    cold, warm = reactor.spawned
-    finish(cold)
+    warm = warmed(runner, reactor)
     warm.exit(1)
     assert runner.pool.count == 0
     recorder = Recorder()
     runner.submit(plan(), recorder)
-    fresh = reactor.spawned[2]
+    fresh = reactor.spawned[-2]  # cold for the request; the last is its replacement
     assert fresh is not warm and [m["type"] for m in lines_written(fresh)] == ["user"]
     finish(fresh)
     assert recorder.result is not None
 
 
 def test_waiting_processes_are_recycled_after_the_ttl(runner, reactor):
-    runner.submit(plan(), Recorder())
-    cold, warm = reactor.spawned
-    finish(cold)
+    warm = warmed(runner, reactor)
+    spawned = len(reactor.spawned)
     reactor.advance(600)
-    assert warm.signals == ["KILL"] and len(reactor.spawned) == 3  # replaced by a fresh one
+    assert warm.signals == ["KILL"] and len(reactor.spawned) == spawned + 1  # a fresh one
     warm.exit(signal=9)
     assert runner.pool.count == 1
     reactor.advance(FORGET_AFTER)  # a shape nobody asked for is forgotten
-    reactor.spawned[2].exit(signal=9)
-    assert runner.pool.count == 0 and len(reactor.spawned) == 3
+    reactor.spawned[-1].exit(signal=9)
+    assert runner.pool.count == 0 and len(reactor.spawned) == spawned + 1
 
 
 def test_stopping_kills_waiting_processes_and_leaves_no_timer(runner, reactor, tmp_path):
-    runner.submit(plan(), Recorder())
-    cold, warm = reactor.spawned
-    finish(cold)
+    warm = warmed(runner, reactor)
     stopped = runner.stopService()
     assert warm.signals == ["KILL"] and not stopped.called
     warm.exit(signal=9)

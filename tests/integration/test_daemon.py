@@ -251,12 +251,13 @@ def test_missing_cli_refuses_to_start(tmp_path):
 async def test_a_pre_started_process_answers_and_warming_calls_no_api(start_daemon, mock_api):
     daemon = start_daemon("--warm", "1")
     pool = daemon.runner.pool
-    assert (await daemon.post(CHAT, chat("first"))).code == 200
+    for text in ("first", "second"):  # a shape is warmed once it repeats
+        assert (await daemon.post(CHAT, chat(text))).code == 200
     await eventually(lambda: pool.ready_count() == 1)  # initialized, waiting on stdin
     await task.deferLater(reactor, 1.0, lambda: None)
-    assert len(mock_api.requests) == 1  # warming sent nothing to the API
-    response = await daemon.post(CHAT, chat("second"))
-    assert (await response.json())["choices"][0]["message"]["content"] == "MOCK REPLY to: second"
-    assert (pool.hits, pool.misses) == (1, 1)
+    assert len(mock_api.requests) == 2  # warming sent nothing to the API
+    response = await daemon.post(CHAT, chat("third"))
+    assert (await response.json())["choices"][0]["message"]["content"] == "MOCK REPLY to: third"
+    assert (pool.hits, pool.misses) == (1, 2)
     health = await (await daemon.get("/health")).json()
     assert health["warm"]["hits"] == 1 and health["warm"]["size"] == 1

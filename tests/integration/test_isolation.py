@@ -68,18 +68,19 @@ async def test_user_setup_does_not_reach_proxied_runs(start_daemon, home, mock_a
     # Each run's scratch directory sits inside the project, under its CLAUDE.md.
     monkeypatch.setattr(tempfile, "tempdir", str(project))
     daemon = start_daemon()
-    for stream in (False, True):
+    for stream in (False, True, True):
         response = await daemon.post("/v1/chat/completions", {
             "model": "claude-sonnet-4", "stream": stream,
             "messages": [{"role": "user", "content": "hello"}]})
         assert response.code == 200
         await response.content()
-    assert len(mock_api.requests) == 2
+    assert len(mock_api.requests) == 3
     assert leaked(mock_api) == set()
     assert not ran["hook"].exists() and not ran["mcp"].exists()
     assert all(r.body["tools"] == [] for r in mock_api.requests)
-    # With --warm 1 (the default) the second request took a process started ahead of time,
+    # With --warm 1 (the default) the third request took a process started ahead of time,
     # so that path is held to the same isolation.
+    assert daemon.runner.pool.hits == 1
     # Nothing is left behind in the project either, once the daemon has stopped.
     await daemon.service.stopService()
     assert sorted(p.name for p in project.iterdir()) == ["CLAUDE.md"]
