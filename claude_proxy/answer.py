@@ -37,16 +37,14 @@ class Answer:
     usage: Usage = field(factory=Usage, init=False)
     error: APIError | None = field(default=None, init=False)
     _matcher: StopMatcher = field(init=False)
-    _text: list[str] = field(factory=list, init=False)  # content sent
+    _text: list[str] = field(factory=list, init=False)  # the content
     _fed: list[str] = field(factory=list, init=False)  # text given to the stop matcher
     _reasoning: list[str] = field(factory=list, init=False)
     _calls: list[dict[str, Any]] = field(factory=list, init=False)
     _call_of_block: dict[int, int] = field(factory=dict, init=False)
     _streamed_tools: set[str] = field(factory=set, init=False)
     _unstreamed_calls: bool = field(default=False, init=False)
-    _structured_value: Any = field(default=None, init=False)
     _start_usage: Usage = field(factory=Usage, init=False)
-    _final_text: str | None = field(default=None, init=False)
     _thinking_estimate: int = field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -168,16 +166,19 @@ class Answer:
         self._set_usage(result.usage)
         if self.structured:
             return self._structured_result(result)
-        deltas = []
+        deltas, replaced = [], None
         fed = "".join(self._fed)
         # After a failed stream the CLI retries without streaming: text may arrive only here.
         if result.text.startswith(fed) and len(result.text) > len(fed):
             deltas = self._content(result.text[len(fed):])
         elif not result.text.startswith(fed):
-            self._final_text = self._cut(result.text)
+            replaced = self._cut(result.text)
         if not self.complete:
             deltas += self._flush()
             self.finish = "tool_calls" if self._calls else finish_reason(result.stop_reason)
+        if replaced is not None:
+            # The whole answer from here on (message()); a stream has sent what it sent.
+            self._text = [replaced]
         return deltas
 
     def _cut(self, text: str) -> str:
@@ -197,7 +198,6 @@ class Answer:
             except ValueError:
                 self.error = NO_STRUCTURED_OUTPUT
                 return []
-        self._structured_value = value
         self.finish = "stop"
         # Sent whole, once the CLI has checked it against the schema: an attempt
         # it rejects would otherwise already be on the wire.
@@ -207,12 +207,8 @@ class Answer:
 
     def message(self) -> dict[str, Any]:
         """The assistant message of a non-streamed completion."""
-        if self._structured_value is not None:
-            content: str | None = json.dumps(self._structured_value, ensure_ascii=False)
-        elif self._final_text is not None:
-            content = self._final_text
-        else:
-            content = "".join(self._text)
+        # With response_format, _text holds only the checked JSON: text deltas are ignored then.
+        content = "".join(self._text)
         message: dict[str, Any] = {"role": "assistant",
                                    "content": content or (None if self._calls else ""),
                                    "refusal": None}

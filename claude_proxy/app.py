@@ -9,7 +9,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from attrs import define, field
+from attrs import Factory, define, field
 from klein import Klein
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -48,12 +48,8 @@ class ProxyAPI:
     heartbeat: float = HEARTBEAT_SECONDS
     image_urls: bool = False  # pass http(s) image URLs on for the API to fetch
     max_per_key: int = 0  # chat requests at once per API key; 0: no limit
-    started: float = field(default=None)
+    started: float = field(default=Factory(lambda self: self.clock.seconds(), takes_self=True))
     _per_key: dict = field(factory=dict)
-
-    def __attrs_post_init__(self) -> None:
-        if self.started is None:
-            self.started = self.clock.seconds()
 
     app = Klein()
 

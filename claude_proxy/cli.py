@@ -103,6 +103,7 @@ class CLIProbe:
     _last: Health | None = field(default=None)
     _checked_at: float = field(default=float("-inf"))
     _pending: defer.Deferred | None = field(default=None)
+    _waiters: list = field(factory=list)
 
     def check(self) -> defer.Deferred:
         """
@@ -116,12 +117,14 @@ class CLIProbe:
             self._pending = defer.ensureDeferred(self._probe(now))
             self._pending.addBoth(self._probed)
         waiter: defer.Deferred = defer.Deferred()
-        self._pending.addBoth(lambda result: (waiter.callback(result), result)[1])
+        self._waiters.append(waiter)
         return waiter
 
-    def _probed(self, result: Any) -> Any:
+    def _probed(self, health: Health) -> None:
         self._pending = None
-        return result
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(health)
 
     async def _probe(self, now: float) -> Health:
         try:
