@@ -184,8 +184,8 @@ class WarmPool:
         try:
             warm.transport, warm.protocol, warm.workdir = spawn(
                 self.reactor, plan, warm, self.scratch_root, plan.initialize or BARE_INITIALIZE)
-        except OSError as e:
-            log.warn("Could not pre-start a CLI process: {error}", error=str(e))
+        except Exception as e:  # a system prompt that cannot be written, too: no request fails
+            log.warn("Could not pre-start a CLI process: {error}", error=repr(e))
             return False
         warm._ttl = self.reactor.callLater(self.ttl, self._recycle, warm)
         self._waiting.append(warm)

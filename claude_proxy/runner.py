@@ -33,6 +33,11 @@ from claude_proxy.tools import mcp_answer
 log = Logger()
 
 SHUTTING_DOWN = APIError(503, "The proxy is shutting down.", "server_error", "shutting_down")
+# A bug of the proxy's own, met inside one run: that run fails, the daemon goes on.
+INTERNAL_ERROR = APIError(500, "Internal error in the proxy while running the CLI; see its log.",
+                          "server_error", "internal_error")
+NOT_UNICODE = APIError(400, "The system prompt is not valid Unicode (it holds a lone surrogate).",
+                       "invalid_request_error", "invalid_text", "messages")
 OUTPUT_TOO_LONG = APIError(502, "The Claude Code CLI wrote a runaway output line.",
                            "server_error", "cli_error")
 
@@ -56,12 +61,14 @@ def spawn(reactor: Any, plan: RunPlan, controller: Any, scratch_root: str | None
     file, CLAUDE_CODE_TMPDIR and CLAUDE_CONFIG_DIR inside), writing `first` to
     its stdin. Returns the transport, the protocol and the directory.
     """
+    # Encoded before anything is made: a lone surrogate fails here, with nothing to undo.
+    prompt = plan.system_prompt.encode("utf-8")
     workdir = tempfile.mkdtemp(prefix="claude-proxy-", dir=scratch_root)
     try:
         prompt_file = os.path.join(workdir, "system-prompt.txt")
         fd = os.open(prompt_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(plan.system_prompt)
+        with os.fdopen(fd, "wb") as f:
+            f.write(prompt)
         scratch = {}
         for name, variable in (("tmp", "CLAUDE_CODE_TMPDIR"), ("config", "CLAUDE_CONFIG_DIR")):
             scratch[variable] = os.path.join(workdir, name)
@@ -71,10 +78,21 @@ def spawn(reactor: Any, plan: RunPlan, controller: Any, scratch_root: str | None
         argv = plan.argv(prompt_file)
         protocol = LineProcessProtocol(controller, first)
         transport = reactor.spawnProcess(protocol, argv[0], argv, env=env, path=workdir)
-    except OSError:
+    except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     return transport, protocol, workdir
+
+
+def run_error(failure: BaseException, path: str) -> APIError:
+    """The error a run fails with when starting it raised."""
+    if isinstance(failure, APIError):
+        return failure
+    if isinstance(failure, UnicodeError):
+        return NOT_UNICODE
+    if isinstance(failure, OSError):
+        return cli_unavailable(path, str(failure))
+    return INTERNAL_ERROR
 
 
 class RunConsumer(Protocol):
@@ -116,6 +134,22 @@ class CLIRun:
         self._total = self._later(self.runner.timeout, self._timed_out, "total")
 
     def start(self) -> None:
+        """
+        Take a pre-started process or spawn one. Whatever fails on the way
+        fails this run alone: its slot and scratch directory are given back.
+        """
+        try:
+            self._start()
+        except Exception as e:
+            if not isinstance(e, (OSError, UnicodeError, APIError)):
+                log.failure("Starting a CLI run failed")
+            self._report_error(run_error(e, self.plan.base_args[0]))
+            if self.transport is not None:
+                self.terminate()  # its exit cleans up
+            else:
+                self._cleanup()
+
+    def _start(self) -> None:
         warm = self.runner.pool.take(self.plan) if self.runner.pool is not None else None
         if warm is not None:
             # A pre-started process: spawned and initialized, waiting for its turn.
@@ -123,14 +157,9 @@ class CLIRun:
             warm.protocol.hand_over(self)
             self._write(self.plan.stdin[0])
         else:
-            try:
-                self.transport, _, self._workdir = spawn(
-                    self.runner.reactor, self.plan, self, self.runner.scratch_root,
-                    self.plan.initialize + self.plan.stdin[0])
-            except OSError as e:
-                self._report_error(cli_unavailable(self.plan.base_args[0], str(e)))
-                self._cleanup()
-                return
+            self.transport, _, self._workdir = spawn(
+                self.runner.reactor, self.plan, self, self.runner.scratch_root,
+                self.plan.initialize + self.plan.stdin[0])
         self._sent_batch()
         if self._paused:
             self.transport.pauseProducing()
@@ -143,6 +172,12 @@ class CLIRun:
         self._arm_idle()
 
     def line_received(self, line: bytes) -> None:
+        try:
+            self._line(line)
+        except Exception:
+            self._crashed("handling a line of the CLI's output")
+
+    def _line(self, line: bytes) -> None:
         if self._done:
             return
         event = parse_line(line)
@@ -214,10 +249,20 @@ class CLIRun:
 
     def process_ended(self, exit_code: int | None, signal: int | None, stderr: str) -> None:
         self.transport = None
-        if not self._done:
-            self._report_error(classify_exit(exit_code, signal, stderr,
-                                             self.runner.reactor.seconds()))
-        self._cleanup()
+        try:
+            if not self._done:
+                self._report_error(classify_exit(exit_code, signal, stderr,
+                                                 self.runner.reactor.seconds()))
+        except Exception:
+            self._crashed("classifying the CLI's exit")
+        finally:
+            self._cleanup()
+
+    def _crashed(self, doing: str) -> None:
+        """A bug of the proxy's met in this run: fail it alone and end its process."""
+        log.failure("Internal error while {doing}", doing=doing)
+        self._report_error(INTERNAL_ERROR)
+        self.terminate()
 
     # -- ending
 
@@ -281,7 +326,10 @@ class CLIRun:
     def _report(self, deliver: Any) -> None:
         if self._done or self.consumer is None:
             return
-        deliver(self.consumer)
+        try:
+            deliver(self.consumer)
+        except Exception:
+            self._crashed("handing a CLI event to the response")
 
     def _end(self, deliver: Any) -> None:
         """Deliver the one ending; nothing reaches the consumer after it."""
@@ -289,8 +337,14 @@ class CLIRun:
             return
         self._done = True
         consumer, self.consumer = self.consumer, None
-        if consumer is not None:
+        if consumer is None:
+            return
+        try:
             deliver(consumer)
+        except Exception:
+            # The response could not take its ending: there is no one left to tell.
+            log.failure("Internal error while ending a response")
+            self.terminate()
 
     def _report_error(self, error: APIError) -> None:
         self._end(lambda c: c.cli_failed(error))
@@ -300,9 +354,11 @@ class CLIRun:
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
-        self.runner._release(self)
-        if not self.exited.called:
-            self.exited.callback(None)
+        try:
+            self.runner._release(self)
+        finally:
+            if not self.exited.called:
+                self.exited.callback(None)
 
     # -- IPushProducer, for the streaming response
 
@@ -359,18 +415,28 @@ class Runner(Service):
             self._launch(run)
         else:
             self._queue.append(run)
-        if self.pool is not None:
-            self.pool.note(plan, self._room())
+        self._warm(lambda pool: pool.note(plan, self._room()))
         return run
+
+    def _warm(self, step: Any) -> None:
+        """A step of the warm pool's; a failure there costs a pre-started process, no request."""
+        if self.pool is None:
+            return
+        try:
+            step(self.pool)
+        except Exception:
+            log.failure("Internal error in the warm pool")
 
     def _launch(self, run: CLIRun) -> None:
         # Pre-started processes count inside the limit: one of another shape gives way.
-        pool = self.pool
-        if pool is not None and not pool.has(run.plan):
-            while len(self._active) + pool.count >= self.max_concurrent and pool.evict_one():
-                pass
+        def make_room(pool: Any) -> None:
+            if not pool.has(run.plan):
+                while len(self._active) + pool.count >= self.max_concurrent and pool.evict_one():
+                    pass
+
+        self._warm(make_room)
         self._active.add(run)
-        run.start()
+        run.start()  # it fails alone, never raises
 
     def _room(self) -> int:
         waiting = self.pool.count if self.pool is not None else 0
@@ -392,8 +458,8 @@ class Runner(Service):
         self._active.discard(run)
         while self._queue and len(self._active) < self.max_concurrent:
             self._launch(self._queue.popleft())
-        if self.pool is not None and not self._stopping:
-            self.pool.refill(self._room())
+        if not self._stopping:
+            self._warm(lambda pool: pool.refill(self._room()))
 
     def stopService(self) -> Deferred:
         """

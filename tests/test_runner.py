@@ -365,3 +365,66 @@ def test_a_refused_history_message_fails_the_request(runner, reactor):
     process.emit(sample_lines("cli-2.1.330/error-401-default-retries.jsonl")[-1])
     assert recorder.error.code == "cli_not_logged_in"
     assert bytes(process.stdin) == sent  # nothing more was replayed
+
+
+def test_a_lone_surrogate_in_the_system_prompt_fails_that_run_alone(runner, reactor, tmp_path):
+    bad = Recorder()
+    run = runner.submit(plan(system="\ud800"), bad)
+    assert (bad.error.status, bad.error.code) == (400, "invalid_text")
+    assert run.exited.called and runner.in_flight == 0
+    assert reactor.spawned == [] and os.listdir(tmp_path) == []
+    assert reactor.getDelayedCalls() == []
+    good = Recorder()
+    runner.submit(plan(), good)
+    reactor.spawned[0].emit(*PARTIAL)
+    assert good.result is not None
+
+
+def test_a_queued_run_that_cannot_start_does_not_stop_the_queue(runner, reactor, tmp_path):
+    first, second = Recorder(), Recorder()
+    runner.submit(plan(), first)
+    runner.submit(plan(), second)
+    broken, behind = Recorder(), Recorder()
+    runner.queue_size = 2
+    runner.submit(plan(system="\ud800"), broken)
+    runner.submit(plan(), behind)
+    assert runner.waiting == 2
+    # The broken run starts inside the first one's release: the release finishes
+    # (scratch dir removed, slot given back) and the queue goes on to `behind`.
+    first_dir = reactor.spawned[0].path
+    reactor.spawned[0].emit(*PARTIAL)
+    reactor.spawned[0].exit(0)
+    assert broken.error.code == "invalid_text"
+    assert not os.path.exists(first_dir)
+    assert runner.waiting == 0 and runner.in_flight == 2
+    reactor.spawned[2].emit(*PARTIAL)
+    assert behind.result is not None
+
+
+def test_any_exception_while_starting_is_a_typed_failure(runner, reactor):
+    reactor.fail_spawn = RuntimeError("a bug")
+    recorder = Recorder()
+    run = runner.submit(plan(), recorder)
+    assert (recorder.error.status, recorder.error.code) == (500, "internal_error")
+    assert run.exited.called and runner.in_flight == 0
+    assert reactor.getDelayedCalls() == []
+
+
+@define(eq=False)
+class Exploding(Recorder):
+    """A response that breaks on the first event it is given."""
+
+    def cli_event(self, event):
+        raise RuntimeError("a bug in the response")
+
+
+def test_a_response_that_raises_fails_its_run_and_ends_the_process(runner, reactor):
+    recorder = Exploding()
+    run = runner.submit(plan(), recorder)
+    process = reactor.spawned[0]
+    process.emit(*PARTIAL)
+    assert recorder.error.code == "internal_error"
+    assert process.signals == ["TERM"]
+    process.exit(signal=15)
+    assert run.exited.called and runner.in_flight == 0
+    assert reactor.getDelayedCalls() == []
