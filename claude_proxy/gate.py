@@ -11,13 +11,17 @@ import json
 import uuid
 from typing import Any
 
+from urllib.parse import unquote_to_bytes
+
 from attrs import define, field
 from twisted.internet.address import UNIXAddress
 from twisted.logger import Logger
+from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from claude_proxy.auth import INVALID_KEY, KeyRing, presented_key
+from claude_proxy.error_shapes import shaped_error
 from claude_proxy.errors import APIError
 from claude_proxy.metrics import Metrics
 
@@ -58,13 +62,47 @@ def endpoint_of(path: bytes) -> str:
     return ENDPOINTS.get(path, "other")
 
 
+# The whole request (head and body) must arrive within this long: a client
+# trickling a byte a second would otherwise hold its connection for ever, as
+# every byte restarts Twisted's idle timeout.
+READ_TIMEOUT = 60.0
+
+
+def error_body(path: bytes, anthropic_version: bytes | None, error: APIError) -> tuple[int, bytes]:
+    """The status and JSON body of an error answer, in the shape of the path's wire API."""
+    status, body = shaped_error(path, anthropic_version, error)
+    return status, json.dumps(body).encode("utf-8")
+
+
 def _error(request: Request, error: APIError, extra: dict[bytes, bytes] | None = None) -> bytes:
-    request.setResponseCode(error.status)
+    status, body = error_body(request.path, request.getHeader(b"anthropic-version"), error)
+    request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
     for name, value in (extra or {}).items():
         request.setHeader(name, value)
     exchange_of(request).error_code = error.code
-    return json.dumps(error.to_json()).encode("utf-8")
+    return body
+
+
+def unknown_path(path: bytes) -> APIError:
+    shown = path.decode("utf-8", "replace")
+    return APIError(404, f"Unknown path: {shown}", code="not_found")
+
+
+def path_refusal(path: bytes) -> APIError | None:
+    """
+    A path no route can take, refused here so that the router never sees it:
+    empty segments ("//v1//models", which the router answers with a redirect)
+    and percent escapes that are not UTF-8 ("/v1/models/%c3%28").
+    """
+    if b"//" in path:
+        return unknown_path(path)
+    try:
+        unquote_to_bytes(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return APIError(400, "The path is not valid UTF-8 once percent-decoded.",
+                        "invalid_request_error", "invalid_path")
+    return None
 
 
 def host_of(header: bytes | None) -> str:
@@ -108,6 +146,10 @@ class Gate(Resource):
         request.exchange = exchange
         request.setHeader(b"x-request-id", exchange.request_id.encode())
         request.notifyFinish().addBoth(self._finished, request)
+
+        refusal = path_refusal(request.path)
+        if refusal is not None:
+            return _error(request, refusal)
 
         if self.hosts is not None and not isinstance(request.getHost(), UNIXAddress):
             host = host_of(request.getHeader(b"host"))
@@ -191,26 +233,118 @@ class LimitedRequest(Request):
             return
         self._refused = True
         limit = self.channel.site.max_body_bytes
-        body = json.dumps(APIError(413, f"The request body is over {limit} bytes (--max-body-bytes).",
-                                   "invalid_request_error", "request_too_large").to_json()).encode()
         log.info("{method} {path} 413 body over {limit} bytes", method=self.method,
                  path=self.path, status=413, limit=limit)
-        transport = self.channel.transport
-        transport.write(b"HTTP/1.1 413 Request Entity Too Large\r\ncontent-type: application/json\r\n"
-                        b"connection: close\r\ncontent-length: " + str(len(body)).encode() +
-                        b"\r\n\r\n" + body)
-        transport.loseConnection()
+        self.channel.refuse(APIError(413, f"The request body is over {limit} bytes "
+                                          "(--max-body-bytes).", "invalid_request_error",
+                                     "request_too_large"))
+
+
+HEAD_TOO_LARGE = APIError(431, "The request's headers are too large (16 KiB in all at most).",
+                          "invalid_request_error", "headers_too_large")
+LINE_TOO_LONG = APIError(414, "The request line is too long (16 KiB at most).",
+                         "invalid_request_error", "uri_too_long")
+MALFORMED = APIError(400, "The request is not well-formed HTTP.", "invalid_request_error",
+                     "bad_request")
+
+
+def read_timed_out(seconds: float) -> APIError:
+    return APIError(408, f"The request did not arrive within {seconds:g} s.",
+                    "invalid_request_error", "request_timeout")
+
+
+class ProxyChannel(HTTPChannel):
+    """
+    An HTTP connection whose every refusal, even of a request too broken to
+    reach a resource, is a JSON error in the shape of the request's API; and
+    whose requests must arrive whole within the site's read_timeout.
+    """
+
+    _deadline: Any = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._deadline is None and not self._handlingRequest:
+            self._deadline = self.callLater(self.site.read_timeout, self._read_timed_out)
+        super().dataReceived(data)
+
+    def allContentReceived(self) -> None:
+        self._cancel_deadline()
+        super().allContentReceived()
+
+    def lineReceived(self, line: bytes) -> None:
+        # Twisted would answer an empty 400; too large a head is a 431.
+        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+            self.refuse(HEAD_TOO_LARGE)
+            return
+        super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        # Twisted drops the connection without a word.
+        self.refuse(HEAD_TOO_LARGE if self._started() else LINE_TOO_LONG)
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # Twisted's answer to malformed HTTP: an empty 400.
+        self.refuse(MALFORMED)
+
+    def connectionLost(self, reason: Any) -> None:
+        self._cancel_deadline()
+        super().connectionLost(reason)
+
+    def _started(self) -> bool:
+        """Whether the current request's line has been read (its headers are coming)."""
+        return hasattr(self, "_command")
+
+    def _read_timed_out(self) -> None:
+        self._deadline = None
+        if not self._handlingRequest:
+            log.info("A request did not arrive within {seconds}s; closing its connection",
+                     seconds=self.site.read_timeout)
+            self.refuse(read_timed_out(self.site.read_timeout))
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def refuse(self, error: APIError) -> None:
+        """Answer a request that no resource will see, and close the connection."""
+        self._cancel_deadline()
+        if self.transport is None or getattr(self, "_refused", False):
+            return
+        self._refused = True
+        path = getattr(self, "_path", b"").split(b"?", 1)[0]
+        version = self.requests[-1].getHeader(b"anthropic-version") if self.requests else None
+        status, body = error_body(path, version, error)
+        reason = RESPONSES.get(status, b"Error")
+        self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
+                             b"connection: close\r\ncontent-length: %d\r\n\r\n"
+                             % (status, reason, len(body)) + body)
+        # Whatever else the client sends is not read: no request is made of it.
+        self.dataReceived = lambda data: None  # type: ignore[method-assign]
+        self.loseConnection()
 
 
 class ProxySite(Site):
-    """The daemon's Site: bounded bodies; access logging is the Gate's (no prompt text)."""
+    """
+    The daemon's Site: bounded bodies and read times, JSON refusals;
+    access logging is the Gate's (no prompt text).
+    """
 
     requestFactory = LimitedRequest
     displayTracebacks = False
 
-    def __init__(self, resource: Resource, max_body_bytes: int, **kw: Any) -> None:
-        super().__init__(resource, **kw)
+    def __init__(self, resource: Resource, max_body_bytes: int,
+                 read_timeout: float = READ_TIMEOUT, **kw: Any) -> None:
+        # Twisted would parse form bodies before any resource runs, and answer a
+        # bad multipart one with an empty 400: this API speaks JSON whatever the
+        # content type says, and its own parser gives the errors.
+        super().__init__(resource, parsePOSTFormSubmission=False, **kw)
         self.max_body_bytes = max_body_bytes
+        self.read_timeout = read_timeout
+
+    def protocol(self) -> ProxyChannel:  # type: ignore[override]
+        # Plain HTTP/1.1 (the daemon serves no TLS, so no HTTP/2 to negotiate).
+        return ProxyChannel()
 
     def log(self, request: Request) -> None:
         pass

@@ -113,6 +113,9 @@ class Options(usage.Options):
                           "(counted inside --max-concurrent); 0: none.", _non_negative_int],
         ["warm-ttl", None, 600.0, "Seconds a pre-started process may wait before it is replaced.",
          _positive(float)],
+        ["read-timeout", None, 60.0,
+         "Seconds a request (its head and body) may take to arrive; then 408.",
+         _positive(float)],
         ["shutdown-grace", None, 30.0,
          "Seconds running requests get to finish on SIGTERM before they are ended.",
          _non_negative_float],
@@ -272,7 +275,7 @@ def makeService(options: Options, reactor: Any = None,
     if not keys.enabled and not options["insecure-no-auth"]:
         hosts = LOOPBACK_NAMES | {i for i in map(interface_of, options["listen"]) if i}
     gate = Gate(api.resource(), keys, metrics, reactor, frozenset(options["cors-origin"]), hosts)
-    site = ProxySite(gate, options["max-body-bytes"])
+    site = ProxySite(gate, options["max-body-bytes"], options["read-timeout"], reactor=reactor)
     for description in options["listen"]:
         strports.service(description, site, reactor=reactor).setServiceParent(top)
     return top
