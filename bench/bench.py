@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from claude_proxy.chat import parse_chat_request  # noqa: E402
+from claude_proxy.openai_chat.parse import parse_chat_request  # noqa: E402
 from claude_proxy.plan import CLISettings, build_plan  # noqa: E402
 
 PROMPT = "Say hello"

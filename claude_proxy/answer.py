@@ -1,9 +1,10 @@
 """
-One answer, built from the CLI's events in OpenAI's terms: content (cut at the
-first stop sequence), reasoning_content, tool_calls, the finish reason and
-usage. Both writers feed it; it returns the deltas to stream and says when the
-answer is complete, which can be before the CLI's result line (a tool call, the
-token limit, a stop sequence): the run is then ended. Pure.
+One answer, built from the CLI's events in no wire API's terms: its parts in
+order (thinking with its signature, text cut at the first stop sequence, the
+client's tool calls), why it finished, and usage. The writers feed it; it
+returns the pieces to stream (`Out`) and says when the answer is complete,
+which can be before the CLI's result line (a tool call, the token limit, a
+stop sequence): the run is then ended. Each front door encodes it. Pure.
 """
 
 from __future__ import annotations
@@ -11,22 +12,73 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from attrs import define, evolve, field
+from attrs import define, evolve, field, frozen
 
-from claude_proxy.chat import finish_reason
 from claude_proxy.errors import APIError
 from claude_proxy.events import (
     AssistantToolUse, Event, MessageDelta, MessageStart, Result, TextDelta, ThinkingDelta,
-    ThinkingTokens, ToolInputDelta, ToolPermission, ToolUseStart, Usage,
+    ThinkingSignature, ThinkingTokens, ToolInputDelta, ToolPermission, ToolUseStart, Usage,
 )
 from claude_proxy.stops import StopMatcher
-from claude_proxy.tools import client_tool_name, openai_call_id
+from claude_proxy.tools import client_tool_name
 
 NO_STRUCTURED_OUTPUT = APIError(
-    502, "The model did not produce JSON matching response_format.", "server_error",
+    502, "The model did not produce JSON matching the requested schema.", "server_error",
     "invalid_structured_output")
 
-Delta = dict[str, Any]
+# Why an answer finished, in the API's own words (Anthropic's stop reasons).
+END_TURN, MAX_TOKENS, STOP_SEQUENCE, TOOL_USE = "end_turn", "max_tokens", "stop_sequence", "tool_use"
+
+
+@frozen
+class TextOut:
+    text: str
+
+
+@frozen
+class ThinkingOut:
+    text: str
+
+
+@frozen
+class SignatureOut:
+    """The thinking block so far is sealed with this signature."""
+
+    signature: str
+
+
+@frozen
+class CallStart:
+    """A client tool call begins: `index` counts calls; `call_id` is the API's tool_use id."""
+
+    index: int
+    call_id: str
+    name: str
+    arguments: str = ""
+
+
+@frozen
+class CallArgs:
+    index: int
+    arguments: str
+
+
+Out = TextOut | ThinkingOut | SignatureOut | CallStart | CallArgs
+
+
+@define
+class Part:
+    """One block of the answer: "thinking", "text" or "tool_use"."""
+
+    kind: str
+    text: str = ""
+    signature: str = ""
+    call_id: str = ""
+    name: str = ""
+
+    @property
+    def arguments(self) -> str:
+        return self.text  # a tool call's JSON arguments, as they streamed
 
 
 @define
@@ -34,14 +86,17 @@ class Answer:
     stops: tuple[str, ...] = ()
     structured: bool = False
     finish: str | None = field(default=None, init=False)  # set once complete
+    stop_sequence: str | None = field(default=None, init=False)  # the stop that cut it
     usage: Usage = field(factory=Usage, init=False)
     error: APIError | None = field(default=None, init=False)
+    # The CLI's result replaced text that was already streamed (the API's stream
+    # broke and its retry answered differently): a stream cannot take it back.
+    diverged: bool = field(default=False, init=False)
+    parts: list[Part] = field(factory=list, init=False)
     _matcher: StopMatcher = field(init=False)
-    _text: list[str] = field(factory=list, init=False)  # the content
     _fed: list[str] = field(factory=list, init=False)  # text given to the stop matcher
-    _reasoning: list[str] = field(factory=list, init=False)
-    _calls: list[dict[str, Any]] = field(factory=list, init=False)
     _call_of_block: dict[int, int] = field(factory=dict, init=False)
+    _call_parts: list[Part] = field(factory=list, init=False)
     _streamed_tools: set[str] = field(factory=set, init=False)
     _unstreamed_calls: bool = field(default=False, init=False)
     _start_usage: Usage = field(factory=Usage, init=False)
@@ -54,16 +109,38 @@ class Answer:
     def complete(self) -> bool:
         return self.finish is not None
 
-    def feed(self, event: Event) -> list[Delta]:
-        """The deltas this event adds to the answer (none once it is complete)."""
+    @property
+    def start_usage(self) -> Usage:
+        """Usage as the API's message_start reported it (input side only)."""
+        return self._start_usage
+
+    @property
+    def text(self) -> str:
+        return "".join(p.text for p in self.parts if p.kind == "text")
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(p.text for p in self.parts if p.kind == "thinking")
+
+    @property
+    def calls(self) -> list[Part]:
+        return list(self._call_parts)
+
+    def feed(self, event: Event) -> list[Out]:
+        """What this event adds to the answer (nothing once it is complete)."""
         if self.complete:
             return []
         if isinstance(event, TextDelta):
-            # With response_format the answer is the structured tool's input, not prose.
+            # With an output schema the answer is the structured tool's input, not prose.
             return [] if self.structured else self._content(event.text)
         if isinstance(event, ThinkingDelta):
-            self._reasoning.append(event.text)
-            return [{"reasoning_content": event.text}]
+            self._part("thinking").text += event.text
+            return [ThinkingOut(event.text)]
+        if isinstance(event, ThinkingSignature):
+            if not self.parts or self.parts[-1].kind != "thinking":
+                return []
+            self.parts[-1].signature = event.signature
+            return [SignatureOut(event.signature)]
         if isinstance(event, ToolUseStart):
             return self._tool_start(event)
         if isinstance(event, ToolInputDelta):
@@ -73,7 +150,7 @@ class Answer:
         if isinstance(event, ToolPermission) and self._unstreamed_calls:
             # No stream showed the message's end (the CLI answered again without
             # streaming); the permission request says the calls are all there.
-            self.finish = "tool_calls"
+            self.finish = TOOL_USE
             self.usage = self._start_usage
             return self._flush()
         if isinstance(event, ThinkingTokens):
@@ -84,35 +161,47 @@ class Answer:
             return self._message_end(event)
         return []
 
-    def _content(self, text: str) -> list[Delta]:
+    def _part(self, kind: str) -> Part:
+        """The part being written, if of this kind, else a new one."""
+        if not self.parts or self.parts[-1].kind != kind:
+            self.parts.append(Part(kind))
+        return self.parts[-1]
+
+    def _emit(self, text: str) -> list[Out]:
+        if not text:
+            return []
+        self._part("text").text += text
+        return [TextOut(text)]
+
+    def _content(self, text: str) -> list[Out]:
         self._fed.append(text)
         emit, matched = self._matcher.feed(text)
         if matched:
-            self.finish = "stop"
-            self.usage = self._start_usage
-        if emit:
-            self._text.append(emit)
-            return [{"content": emit}]
-        return []
+            self._stopped()
+        return self._emit(emit)
 
-    def _tool_start(self, event: ToolUseStart) -> list[Delta]:
+    def _stopped(self) -> None:
+        self.finish = STOP_SEQUENCE
+        self.stop_sequence = self._matcher.matched_stop
+        self.usage = self._start_usage
+
+    def _tool_start(self, event: ToolUseStart) -> list[Out]:
         name = client_tool_name(event.name)
         if name is None:
             return []
         self._streamed_tools.add(event.tool_id)
-        self._call_of_block[event.index] = len(self._calls)
+        self._call_of_block[event.index] = len(self._call_parts)
         # Text held back as a possible stop sequence belongs before the call.
         return self._flush() + self._new_call(event.tool_id, name, "")
 
-    def _new_call(self, tool_id: str, name: str, arguments: str) -> list[Delta]:
-        index = len(self._calls)
-        call_id = openai_call_id(tool_id)
-        self._calls.append({"id": call_id, "type": "function",
-                            "function": {"name": name, "arguments": arguments}})
-        return [{"tool_calls": [{"index": index, "id": call_id, "type": "function",
-                                 "function": {"name": name, "arguments": arguments}}]}]
+    def _new_call(self, tool_id: str, name: str, arguments: str) -> list[Out]:
+        index = len(self._call_parts)
+        part = Part("tool_use", arguments, call_id=tool_id, name=name)
+        self.parts.append(part)
+        self._call_parts.append(part)
+        return [CallStart(index, tool_id, name, arguments)]
 
-    def _whole_call(self, event: AssistantToolUse) -> list[Delta]:
+    def _whole_call(self, event: AssistantToolUse) -> list[Out]:
         name = client_tool_name(event.name)
         if name is None or event.tool_id in self._streamed_tools:
             return []
@@ -121,28 +210,28 @@ class Answer:
         return self._flush() + self._new_call(event.tool_id, name,
                                               json.dumps(event.input or {}, ensure_ascii=False))
 
-    def _tool_input(self, event: ToolInputDelta) -> list[Delta]:
+    def _tool_input(self, event: ToolInputDelta) -> list[Out]:
         index = self._call_of_block.get(event.index)
         if index is None or not event.partial_json:
             return []
-        self._calls[index]["function"]["arguments"] += event.partial_json
-        return [{"tool_calls": [{"index": index, "function": {"arguments": event.partial_json}}]}]
+        self._call_parts[index].text += event.partial_json
+        return [CallArgs(index, event.partial_json)]
 
-    def _message_end(self, event: MessageDelta) -> list[Delta]:
-        if event.stop_reason == "tool_use" and self._calls:
-            finish = "tool_calls"
-        elif event.stop_reason == "max_tokens":
+    def _message_end(self, event: MessageDelta) -> list[Out]:
+        if event.stop_reason == TOOL_USE and self._call_parts:
+            finish = TOOL_USE
+        elif event.stop_reason == MAX_TOKENS:
             # The CLI would ask the model to go on; the client asked for a bound.
-            finish = "length"
+            finish = MAX_TOKENS
         else:
             return []
-        deltas = self._flush()
-        if finish == "tool_calls" or self.finish is None:
+        outs = self._flush()
+        if finish == TOOL_USE or self.finish is None:
             self.finish = finish
         self._set_usage(Usage(self._start_usage.input_tokens, event.output_tokens,
                               self._start_usage.cache_read_tokens,
                               self._start_usage.cache_creation_tokens))
-        return deltas
+        return outs
 
     def _set_usage(self, usage: Usage) -> None:
         # When the API reports no thinking count, the CLI's own estimate stands in.
@@ -150,47 +239,55 @@ class Answer:
             usage = evolve(usage, reasoning_tokens=min(self._thinking_estimate, usage.output_tokens))
         self.usage = usage
 
-    def _flush(self) -> list[Delta]:
+    def _flush(self) -> list[Out]:
         held = self._matcher.flush()
         if self._matcher.matched and self.finish is None:
-            self.finish = "stop"
-        if held:
-            self._text.append(held)
-            return [{"content": held}]
-        return []
+            self.finish = STOP_SEQUENCE
+            self.stop_sequence = self._matcher.matched_stop
+        return self._emit(held)
 
-    def result(self, result: Result) -> list[Delta]:
+    def result(self, result: Result) -> list[Out]:
         """The CLI's result line: authoritative for text, usage and stop reason."""
         if self.complete:
             return []
         self._set_usage(result.usage)
         if self.structured:
             return self._structured_result(result)
-        deltas, replaced = [], None
         fed = "".join(self._fed)
-        # After a failed stream the CLI retries without streaming: text may arrive only here.
-        if result.text.startswith(fed) and len(result.text) > len(fed):
-            deltas = self._content(result.text[len(fed):])
-        elif not result.text.startswith(fed):
-            replaced = self._cut(result.text)
+        if result.text.startswith(fed):
+            # After a failed stream the CLI retries without streaming: text may arrive only here.
+            outs = self._content(result.text[len(fed):]) if len(result.text) > len(fed) else []
+            if not self.complete:
+                outs += self._flush()
+        else:
+            outs = self._retold(result.text)
         if not self.complete:
-            deltas += self._flush()
-            self.finish = "tool_calls" if self._calls else finish_reason(result.stop_reason)
-        if replaced is not None:
-            # The whole answer from here on (message()); a stream has sent what it sent.
-            self._text = [replaced]
-        return deltas
+            self.finish = TOOL_USE if self._call_parts else (result.stop_reason or END_TURN)
+        return outs
 
-    def _cut(self, text: str) -> str:
-        """A whole text cut at the first stop sequence (finish "stop" if one is found)."""
+    def _retold(self, text: str) -> list[Out]:
+        """
+        The API's stream broke and the CLI's retry answered anew. What was
+        streamed stands if the new answer goes on from it (the rest is sent);
+        otherwise the answer is the new text, and `diverged` says a stream
+        already sent something else.
+        """
         matcher = StopMatcher(self.stops)
         emit, _ = matcher.feed(text)
-        emit += matcher.flush()
+        final = emit + matcher.flush()
         if matcher.matched:
-            self.finish = "stop"
-        return emit
+            self.finish = STOP_SEQUENCE
+            self.stop_sequence = matcher.matched_stop
+        sent = self.text
+        if final.startswith(sent):
+            return self._emit(final[len(sent):])
+        self.diverged = True
+        self.parts = [p for p in self.parts if p.kind != "text"]
+        self.parts.insert(0 if not self.parts or self.parts[0].kind != "thinking" else 1,
+                          Part("text", final))
+        return []
 
-    def _structured_result(self, result: Result) -> list[Delta]:
+    def _structured_result(self, result: Result) -> list[Out]:
         value = result.structured_output
         if value is None:
             try:
@@ -198,24 +295,7 @@ class Answer:
             except ValueError:
                 self.error = NO_STRUCTURED_OUTPUT
                 return []
-        self.finish = "stop"
+        self.finish = END_TURN
         # Sent whole, once the CLI has checked it against the schema: an attempt
         # it rejects would otherwise already be on the wire.
-        text = json.dumps(value, ensure_ascii=False)
-        self._text.append(text)
-        return [{"content": text}]
-
-    def message(self) -> dict[str, Any]:
-        """The assistant message of a non-streamed completion."""
-        # With response_format, _text holds only the checked JSON: text deltas are ignored then.
-        content = "".join(self._text)
-        message: dict[str, Any] = {"role": "assistant",
-                                   "content": content or (None if self._calls else ""),
-                                   "refusal": None}
-        if self._reasoning:
-            message["reasoning_content"] = "".join(self._reasoning)
-        if self._calls:
-            message["tool_calls"] = [
-                {**c, "function": {**c["function"], "arguments": c["function"]["arguments"] or "{}"}}
-                for c in self._calls]
-        return message
+        return self._emit(json.dumps(value, ensure_ascii=False))

@@ -1,6 +1,7 @@
 """
-The HTTP API: a class-based Klein app serving /health, /v1/models and
-/v1/chat/completions, with every error in OpenAI's shape.
+The HTTP API: a class-based Klein app serving /health, /metrics, /v1/models
+and each wire API's front door through one route body (`_serve`), with every
+error in the shape of the API its path belongs to.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from claude_proxy.answer import Answer
-from claude_proxy.chat import parse_body, parse_chat_request
+from claude_proxy.body import parse_body
 from claude_proxy.cli import CLIProbe
+from claude_proxy.door import FrontDoor, Ids
+from claude_proxy.error_shapes import shaped_error
 from claude_proxy.errors import APIError
 from claude_proxy.gate import exchange_of
 from claude_proxy.metrics import CONTENT_TYPE, Metrics
 from claude_proxy.models import model_list, model_object, resolve
+from claude_proxy.openai_chat.door import ChatDoor
 from claude_proxy.plan import CLISettings, build_plan
 from claude_proxy.runner import Runner
 from claude_proxy.writers import HEARTBEAT_SECONDS, HOLD_HEADERS_SECONDS, BufferedWriter, StreamWriter
@@ -49,6 +53,7 @@ class ProxyAPI:
     image_urls: bool = False  # pass http(s) image URLs on for the API to fetch
     max_per_key: int = 0  # chat requests at once per API key; 0: no limit
     started: float = field(default=Factory(lambda self: self.clock.seconds(), takes_self=True))
+    chat: FrontDoor = field(default=Factory(lambda self: ChatDoor(self.image_urls), takes_self=True))
     _per_key: dict = field(factory=dict)
 
     app = Klein()
@@ -91,32 +96,34 @@ class ProxyAPI:
         return _json(request, 200, model_object(resolve(model_id).id))
 
     @app.route("/v1/chat/completions", methods=["POST"])
-    async def chat_completions(self, request: IRequest) -> bytes | None:
+    def chat_completions(self, request: IRequest) -> Any:
+        return self._serve(request, self.chat)
+
+    async def _serve(self, request: IRequest, door: FrontDoor) -> bytes | None:
+        """One request through a front door: parse, plan, run, and encode its answer."""
         exchange = exchange_of(request)
-        completion_id = f"chatcmpl-{exchange.request_id}"
         writer: BufferedWriter | StreamWriter | None = None
         key = exchange.key_id
         try:
-            chat = parse_chat_request(parse_body(request.content.read()), self.image_urls)
-            exchange.model = chat.model.id
-            if chat.ignored:
+            ids = Ids(exchange.request_id, int(self.clock.seconds()))
+            opened = door.open(parse_body(request.content.read()), request, ids)
+            wanted = opened.request
+            exchange.model = wanted.model.id
+            if opened.ignored:
                 log.debug("{request_id}: ignored parameters: {params}",
-                          request_id=exchange.request_id, params=", ".join(chat.ignored))
-            plan = build_plan(chat, self.settings, self.environ)
+                          request_id=exchange.request_id, params=", ".join(opened.ignored))
+            plan = build_plan(wanted, self.settings, self.environ)
             self._admit(key)
-            created = int(self.clock.seconds())
-            answer = Answer(chat.stop, structured=chat.response_format is not None)
+            answer = Answer(wanted.stop, structured=wanted.output is not None)
 
             def first_output() -> None:
                 exchange.first_token = self.clock.seconds() - exchange.started
 
-            if chat.stream:
-                writer = StreamWriter(request, self.clock, completion_id, exchange.model, created,
-                                      chat.include_usage, self.hold, self.heartbeat,
-                                      answer=answer, on_output=first_output)
+            if wanted.stream:
+                writer = StreamWriter(opened.encoder, request, self.clock, self.hold,
+                                      self.heartbeat, answer=answer, on_output=first_output)
             else:
-                writer = BufferedWriter(completion_id, exchange.model, created, answer=answer,
-                                        on_output=first_output)
+                writer = BufferedWriter(opened.encoder, answer=answer, on_output=first_output)
             try:
                 writer.begin(self.runner.submit(plan, writer))
                 body = await writer.done
@@ -166,25 +173,27 @@ class ProxyAPI:
         exchange.error_code = error.code
         if error.retry_after is not None:
             request.setHeader(b"retry-after", str(error.retry_after).encode())
-        return _json(request, error.status, error.to_json())
+        return self._error(request, error)
+
+    def _error(self, request: IRequest, error: APIError) -> bytes:
+        status, body = shaped_error(request.path, request.getHeader(b"anthropic-version"), error)
+        return _json(request, status, body)
 
     @app.handle_errors(NotFound)
     def not_found(self, request: IRequest, failure: Failure) -> bytes:
         path = request.path.decode("utf-8", "replace")
-        return _json(request, 404, APIError(
-            404, f"Unknown path: {path}", code="not_found").to_json())
+        return self._error(request, APIError(404, f"Unknown path: {path}", code="not_found"))
 
     @app.handle_errors(MethodNotAllowed)
     def method_not_allowed(self, request: IRequest, failure: Failure) -> bytes:
         allowed = failure.value.valid_methods or []
         request.setHeader(b"allow", ", ".join(allowed).encode())
         method = request.method.decode("ascii", "replace")
-        return _json(request, 405, APIError(
-            405, f"Method {method} is not allowed here.", code="method_not_allowed").to_json())
+        return self._error(request, APIError(
+            405, f"Method {method} is not allowed here.", code="method_not_allowed"))
 
     @app.handle_errors(Exception)
     def internal_error(self, request: IRequest, failure: Failure) -> bytes:
         log.failure("Unhandled error in {path}", failure, path=request.path)
-        return _json(request, 500, APIError(
-            500, "Internal error in the proxy; see its log.", "server_error",
-            "internal_error").to_json())
+        return self._error(request, APIError(
+            500, "Internal error in the proxy; see its log.", "server_error", "internal_error"))

@@ -77,6 +77,13 @@ class ThinkingDelta:
 
 
 @frozen
+class ThinkingSignature:
+    """The signature that seals a thinking block (signature_delta), for sending it back later."""
+
+    signature: str
+
+
+@frozen
 class ThinkingTokens:
     """The CLI's running estimate of the thinking tokens (system/thinking_tokens)."""
 
@@ -163,8 +170,8 @@ class RateLimit:
     kind: str
 
 
-Event = (MessageStart | TextDelta | ThinkingDelta | ThinkingTokens | ToolUseStart | ToolInputDelta
-         | AssistantToolUse | ToolPermission | MessageDelta
+Event = (MessageStart | TextDelta | ThinkingDelta | ThinkingSignature | ThinkingTokens | ToolUseStart
+         | ToolInputDelta | AssistantToolUse | ToolPermission | MessageDelta
          | ControlRequest | ApiRetry | RateLimit | Result)
 
 
@@ -241,6 +248,8 @@ def _stream_event(event: dict) -> Event | None:
             return TextDelta(delta["text"])
         if dtype == "thinking_delta" and isinstance(delta.get("thinking"), str) and delta["thinking"]:
             return ThinkingDelta(delta["thinking"])
+        if dtype == "signature_delta" and isinstance(delta.get("signature"), str) and delta["signature"]:
+            return ThinkingSignature(delta["signature"])
         if dtype == "input_json_delta" and isinstance(delta.get("partial_json"), str):
             return ToolInputDelta(_int(event.get("index")), delta["partial_json"])
         return None

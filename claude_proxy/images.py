@@ -1,5 +1,6 @@
 """
-OpenAI image content parts, as Anthropic image blocks. Pure.
+Images as Anthropic image blocks: OpenAI image content parts (data: URLs), and
+base64 image data as any door receives it. Pure.
 
 Inline `data:` URLs are taken. The proxy never fetches a remote image itself;
 with `--image-urls` an http(s) URL goes to the API as a URL image source, for
@@ -62,11 +63,17 @@ def _url(part: object, where: str) -> tuple[str, str]:
 
 def image_block(part: dict, where: str, allow_urls: bool = False) -> dict:
     """
-    An Anthropic image block for an OpenAI `image_url` content part; `where`
-    names the part in errors, e.g. "messages[2].content[1]". The part's
-    `detail` is ignored: Anthropic has no such setting.
+    An Anthropic image block for an OpenAI image content part (`image_url` of
+    Chat Completions, `input_image` of Responses); `where` names the part in
+    errors, e.g. "messages[2].content[1]". The part's `detail` is ignored:
+    Anthropic has no such setting.
     """
     url, param = _url(part, where)
+    return url_image(url, param, allow_urls)
+
+
+def url_image(url: str, param: str, allow_urls: bool = False) -> dict:
+    """An image block for a data: URL, or (with `allow_urls`) an http(s) URL for the API to fetch."""
     scheme = url.partition(":")[0].lower()
     if scheme in ("http", "https"):
         if allow_urls:
@@ -82,6 +89,11 @@ def image_block(part: dict, where: str, allow_urls: bool = False) -> dict:
     if not comma or not params or params[-1].strip().lower() != "base64":
         raise bad_request(f"{param} must be a base64 data: URL, data:<type>;base64,<data>.",
                           param, "invalid_image_url")
+    return base64_image(payload, declared, param)
+
+
+def base64_image(payload: str, declared: str, param: str) -> dict:
+    """An image block for base64 image data, its type taken from the bytes."""
     # Valid strict base64 is exactly as long as its canonical form, so this is
     # the API's check, made before decoding what may be a very large string.
     if len(payload) > MAX_IMAGE_BYTES:
@@ -108,4 +120,3 @@ def image_block(part: dict, where: str, allow_urls: bool = False) -> dict:
             "data": base64.b64encode(data).decode("ascii"),
         },
     }
-

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 
 from attrs import frozen
 
-from claude_proxy.chat import ChatRequest
 from claude_proxy.conversation import Message
+from claude_proxy.request import Request
 from claude_proxy.tools import Tool, initialize_request
 
 # Variables taken from the daemon's own environment. Anything else, notably
@@ -64,7 +64,7 @@ class CLISettings:
     """How the daemon runs the CLI: set once from the command line."""
 
     claude: str
-    max_retries: int = 1
+    max_retries: int = 2  # as --cli-retries
     cli_env: tuple[tuple[str, str], ...] = ()
 
 
@@ -109,7 +109,7 @@ def child_env(settings: CLISettings, environ: Mapping[str, str], max_tokens: int
     if max_tokens is not None:
         env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] = str(max_tokens)
     if not thinking:
-        # The CLI turns adaptive thinking on by itself; OpenAI clients expect it off.
+        # The CLI turns adaptive thinking on by itself; a request that asks for none expects it off.
         env["CLAUDE_CODE_DISABLE_THINKING"] = "1"
     env.update(settings.cli_env)
     return env
@@ -144,7 +144,7 @@ def assistant_line(message: Message, index: int, model: str) -> bytes:
         "usage": {"input_tokens": 0, "output_tokens": 0}}})
 
 
-def stdin_batches(request: ChatRequest) -> tuple[bytes, ...]:
+def stdin_batches(request: Request) -> tuple[bytes, ...]:
     """
     The conversation as the CLI's stream-json input. Earlier messages are
     replayed as real turns: an assistant line joins the history at once, a
@@ -165,20 +165,20 @@ def stdin_batches(request: ChatRequest) -> tuple[bytes, ...]:
     return tuple(batches)
 
 
-def _feature_args(request: ChatRequest) -> list[str]:
+def _feature_args(request: Request) -> list[str]:
     args = []
     if request.offers_tools:
         # Tool calls wait for the proxy's permission, which never comes: the
         # run ends once the model's message is complete, before anything runs.
         args += ["--permission-prompt-tool", "stdio"]
-    if request.response_format is not None:
-        args += ["--json-schema", json.dumps(request.response_format.schema, separators=(",", ":"))]
+    if request.output is not None:
+        args += ["--json-schema", json.dumps(request.output.schema, separators=(",", ":"))]
     if request.effort is not None:
         args += ["--effort", request.effort]
     return args
 
 
-def build_plan(request: ChatRequest, settings: CLISettings, environ: Mapping[str, str]) -> RunPlan:
+def build_plan(request: Request, settings: CLISettings, environ: Mapping[str, str]) -> RunPlan:
     return RunPlan(
         model=request.model.cli_model,
         system_prompt=request.system,

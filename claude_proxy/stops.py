@@ -70,12 +70,18 @@ class StopMatcher:
     # Text seen but not yet emitted; it starts at position _start.
     _pending: str = field(default="", init=False)
     _start: int = field(default=0, init=False)
-    # Where the earliest complete match starts, once one is seen.
+    # Where the earliest complete match starts, once one is seen, and which stop it is.
     _hit: int | None = field(default=None, init=False)
+    _hit_stop: str | None = field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._tables = tuple(_failure(s) for s in self.stops)
         self._states = [0] * len(self.stops)
+
+    @property
+    def matched_stop(self) -> str | None:
+        """The stop sequence that cut the text, once matched."""
+        return self._hit_stop if self.matched else None
 
     def feed(self, text: str) -> tuple[str, bool]:
         """
@@ -131,7 +137,7 @@ class StopMatcher:
             if q == size:
                 begin = offset + i - size + 1
                 if self._hit is None or begin < self._hit:
-                    self._hit = begin
+                    self._hit, self._hit_stop = begin, stop
                 q = table[q]
             i += 1
         self._states[n] = q

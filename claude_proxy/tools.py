@@ -76,56 +76,35 @@ def openai_call_id(tool_use_id: str) -> str:
     return "call" + re.sub(r"[^A-Za-z0-9]", "", tool_use_id)
 
 
-def _schema(function: dict, where: str) -> dict[str, Any]:
-    schema = function.get("parameters")
+def make_tool(name: object, description: object, schema: object, where: str,
+              schema_key: str = "parameters") -> Tool:
+    """
+    A client tool, checked: `where` names the object holding its name,
+    description and schema (`schema_key`) in errors, e.g. "tools[0].function".
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise bad_request(f"{where}.name must match ^[A-Za-z0-9_-]{{1,64}}$.", f"{where}.name")
+    if description is None:
+        description = ""
+    if not isinstance(description, str):
+        raise bad_request(f"{where}.description must be a string.", f"{where}.description")
     if schema is None:
-        return {"type": "object", "properties": {}}
+        schema = {"type": "object", "properties": {}}
     if not isinstance(schema, dict):
-        raise bad_request(f"{where}.parameters must be a JSON Schema object.", f"{where}.parameters")
+        raise bad_request(f"{where}.{schema_key} must be a JSON Schema object.",
+                          f"{where}.{schema_key}")
     # MCP requires an object schema; clients often leave "type" out.
-    return schema if "type" in schema else {"type": "object", **schema}
+    return Tool(name, description, schema if "type" in schema else {"type": "object", **schema})
 
 
-def parse_tools(tools: object) -> tuple[Tool, ...]:
-    if tools is None:
-        return ()
-    if not isinstance(tools, list):
-        raise bad_request("tools must be a list.", "tools")
-    parsed: dict[str, Tool] = {}
-    for i, tool in enumerate(tools):
-        where = f"tools[{i}]"
-        if not isinstance(tool, dict) or tool.get("type", "function") != "function":
-            raise bad_request(f"{where}: only tools of type 'function' are supported.", where)
-        function = tool.get("function")
-        if not isinstance(function, dict):
-            raise bad_request(f"{where}.function must be an object.", f"{where}.function")
-        name = function.get("name")
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise bad_request(f"{where}.function.name must match ^[A-Za-z0-9_-]{{1,64}}$.",
-                              f"{where}.function.name")
-        if name in parsed:
-            raise bad_request(f"{where}: the tool name {name!r} is given twice.", where)
-        description = function.get("description") or ""
-        if not isinstance(description, str):
-            raise bad_request(f"{where}.function.description must be a string.",
-                              f"{where}.function.description")
-        parsed[name] = Tool(name, description, _schema(function, f"{where}.function"))
-    return tuple(parsed.values())
-
-
-def parse_tool_choice(value: object, tools: tuple[Tool, ...]) -> ToolChoice:
-    if value is None or value == "auto":
-        return ToolChoice()
-    if value in ("none", "required"):
-        return ToolChoice(str(value))
-    if isinstance(value, dict) and value.get("type") == "function":
-        function = value.get("function")
-        name = function.get("name") if isinstance(function, dict) else None
-        if not isinstance(name, str) or name not in {t.name for t in tools}:
-            raise bad_request(f"tool_choice names {name!r}, which is not in tools.", "tool_choice")
-        return ToolChoice("function", name)
-    raise bad_request("tool_choice must be 'none', 'auto', 'required' or a named function.",
-                      "tool_choice")
+def unique_tools(tools: list[tuple[str, Tool]]) -> tuple[Tool, ...]:
+    """The tools of a request, each with where it was given; a name given twice is a 400."""
+    seen: dict[str, Tool] = {}
+    for where, tool in tools:
+        if tool.name in seen:
+            raise bad_request(f"{where}: the tool name {tool.name!r} is given twice.", where)
+        seen[tool.name] = tool
+    return tuple(seen.values())
 
 
 def initialize_request(tools: tuple[Tool, ...]) -> dict[str, Any]:

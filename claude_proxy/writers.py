@@ -1,6 +1,7 @@
 """
-The two ways a run's events become an HTTP response: an SSE stream of
-`chat.completion.chunk`s, or one buffered `chat.completion`.
+The two ways a run's events become an HTTP response, for any wire API: a
+server-sent event stream, or one buffered JSON body. The API's front door
+gives the Encoder that says what the bytes are.
 
 Both are RunConsumers; both expose `done`, a Deferred the route returns, which
 fires when the response is written (or fails with the APIError to render) and
@@ -9,16 +10,14 @@ whose cancellation (the client went away) ends the CLI run.
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import Any, Protocol
 
 from attrs import define, field
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, ITCPTransport
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
 from twisted.web.iweb import IRequest
 
-from claude_proxy.answer import Answer
-from claude_proxy.chat import chunk, completion, usage_chunk
+from claude_proxy.answer import Answer, Out
 from claude_proxy.errors import APIError
 from claude_proxy.events import Event, MessageStart, Result, Usage
 
@@ -26,21 +25,42 @@ from claude_proxy.events import Event, MessageStart, Result, Usage
 # status (401 → 503, usage limit → 429 with Retry-After); headers wait for
 # message_start, or at most this long, so clients' watchdogs see bytes.
 HOLD_HEADERS_SECONDS = 10.0
-# An SSE comment at least this often while the CLI is silent (long thinking).
+# Something on the wire at least this often while the CLI is silent (long thinking).
 HEARTBEAT_SECONDS = 15.0
 
+STREAM_DIVERGED = APIError(
+    502, "The Claude API's stream broke after part of this answer was sent, and the retry "
+         "answered differently: the text sent so far is not the answer. Retry the request.",
+    "server_error", "stream_interrupted")
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
+class Encoder(Protocol):
+    """One wire API's shapes for one response."""
 
-def _dumps(obj: dict) -> bytes:
-    return _ENCODER.encode(obj).encode("utf-8")
+    def body(self, answer: Answer) -> dict:
+        """The whole response of a complete answer (not streamed)."""
+
+    def opening(self, answer: Answer) -> bytes:
+        """A stream's first events, once the response is committed."""
+
+    def outs(self, outs: list[Out]) -> bytes:
+        """The events for pieces of the answer, as they come."""
+
+    def closing(self, answer: Answer) -> bytes:
+        """A stream's last events, the answer being complete."""
+
+    def failure(self, error: APIError) -> bytes:
+        """A stream's last events when it fails after the response was committed."""
+
+    def heartbeat(self) -> bytes:
+        """Bytes to send while the CLI is silent."""
 
 
 @define(eq=False)
 class _Ending:
     """What every writer shares: the `done` Deferred, cancellable into the run."""
 
+    encoder: Encoder
     done: Deferred = field(init=False)
     answer: Answer = field(factory=Answer, kw_only=True)
     # Called when the first content, reasoning or tool call is known (time to first token).
@@ -64,12 +84,12 @@ class _Ending:
     def _stop(self) -> None:
         """Cancel any timers of the writer's own."""
 
-    def _feed(self, event: Event) -> list[dict]:
-        deltas = self.answer.feed(event)
-        if deltas and self.on_output is not None:
+    def _feed(self, event: Event) -> list[Out]:
+        outs = self.answer.feed(event)
+        if outs and self.on_output is not None:
             self.on_output()
             self.on_output = None
-        return deltas
+        return outs
 
     def _answered_early(self) -> None:
         """The answer is whole before the CLI's result: end the CLI before it goes on."""
@@ -79,11 +99,7 @@ class _Ending:
 
 @define(eq=False)
 class BufferedWriter(_Ending):
-    """One chat.completion, sent when the answer is complete."""
-
-    completion_id: str
-    model: str
-    created: int
+    """One JSON body, sent when the answer is complete."""
 
     def cli_event(self, event: Event) -> None:
         self._feed(event)
@@ -99,11 +115,8 @@ class BufferedWriter(_Ending):
         self._respond()
 
     def _respond(self) -> None:
-        answer = self.answer
-        self.usage = answer.usage
-        self.done.callback(completion(
-            self.completion_id, self.model, self.created, answer.message(),
-            answer.finish or "stop", answer.usage))
+        self.usage = self.answer.usage
+        self.done.callback(self.encoder.body(self.answer))
 
     def cli_failed(self, error: APIError) -> None:
         self.error = error
@@ -112,21 +125,13 @@ class BufferedWriter(_Ending):
 
 @define(eq=False)
 class StreamWriter(_Ending):
-    """
-    SSE chunks as the CLI's text deltas arrive, one stable id, then the finish
-    chunk, the usage chunk when asked for, and `[DONE]`.
-    """
+    """Server-sent events as the CLI's deltas arrive, then the API's closing events."""
 
     request: IRequest
-    clock: Any  # IReactorTime
-    completion_id: str
-    model: str
-    created: int
-    include_usage: bool
+    clock: IReactorTime
     hold: float = HOLD_HEADERS_SECONDS
     heartbeat: float = HEARTBEAT_SECONDS
     committed: bool = field(default=False, init=False)
-    _frame: tuple[bytes, bytes] | None = field(default=None, init=False)
     _timer: IDelayedCall | None = field(default=None, init=False)
     _last_write: float = field(default=0.0, init=False)
 
@@ -153,21 +158,19 @@ class StreamWriter(_Ending):
             transport.setTcpNoDelay(True)
         if self.run is not None:
             request.registerProducer(self.run, True)
-        self._send(chunk(self.completion_id, self.model, self.created,
-                         {"role": "assistant", "content": ""}))
+        self._write(self.encoder.opening(self.answer))
         self._timer = self.clock.callLater(self.heartbeat, self._beat)
 
     def _write(self, data: bytes) -> None:
+        if not data:
+            return
         self._last_write = self.clock.seconds()
         self.request.write(data)
-
-    def _send(self, obj: dict) -> None:
-        self._write(b"data: " + _dumps(obj) + b"\n\n")
 
     def _beat(self) -> None:
         quiet = self.clock.seconds() - self._last_write
         if quiet >= self.heartbeat:
-            self._write(b": keep-alive\n\n")
+            self._write(self.encoder.heartbeat())
             quiet = 0.0
         self._timer = self.clock.callLater(self.heartbeat - quiet, self._beat)
 
@@ -176,40 +179,24 @@ class StreamWriter(_Ending):
             self._timer.cancel()
         self._timer = None
 
-    def _deltas(self, deltas: list[dict]) -> None:
-        for delta in deltas:
-            text = delta.get("content")
-            if text is not None and len(delta) == 1:
-                # The hot path, one event per token: the chunk around the text is
-                # the same every time, so only the text is encoded.
-                self._write(self._content_frame[0] + _ENCODER.encode(text).encode("utf-8")
-                            + self._content_frame[1])
-            else:
-                self._send(chunk(self.completion_id, self.model, self.created, delta))
-
-    @property
-    def _content_frame(self) -> tuple[bytes, bytes]:
-        if self._frame is None:
-            marker = "\x00"
-            whole = _dumps(chunk(self.completion_id, self.model, self.created, {"content": marker}))
-            before, _, after = whole.partition(_ENCODER.encode(marker).encode("utf-8"))
-            self._frame = (b"data: " + before, after + b"\n\n")
-        return self._frame
-
     def cli_event(self, event: Event) -> None:
-        deltas = self._feed(event)
-        if deltas or isinstance(event, MessageStart):
+        outs = self._feed(event)
+        if outs or isinstance(event, MessageStart):
             self._commit()
-        self._deltas(deltas)
+        if outs:
+            self._write(self.encoder.outs(outs))
         if self.answer.complete:
             self._finish()
             self._answered_early()
 
     def cli_finished(self, result: Result) -> None:
         self._commit()
-        self._deltas(self.answer.result(result))
-        if self.answer.error is not None:
-            self.cli_failed(self.answer.error)
+        outs = self.answer.result(result)
+        if outs:
+            self._write(self.encoder.outs(outs))
+        error = self.answer.error or (STREAM_DIVERGED if self.answer.diverged else None)
+        if error is not None:
+            self.cli_failed(error)
             return
         self._finish()
 
@@ -217,11 +204,7 @@ class StreamWriter(_Ending):
         self._commit()
         self._stop()
         self.usage = self.answer.usage
-        self._send(chunk(self.completion_id, self.model, self.created, {},
-                         self.answer.finish or "stop"))
-        if self.include_usage:
-            self._send(usage_chunk(self.completion_id, self.model, self.created, self.usage))
-        self._close()
+        self._close(self.encoder.closing(self.answer))
 
     def cli_failed(self, error: APIError) -> None:
         self.error = error
@@ -229,11 +212,10 @@ class StreamWriter(_Ending):
         if not self.committed:
             self.done.errback(error)
             return
-        self._send(error.to_json())
-        self._close()
+        self._close(self.encoder.failure(error))
 
-    def _close(self) -> None:
-        self._write(b"data: [DONE]\n\n")
+    def _close(self, data: bytes) -> None:
+        self._write(data)
         if self.run is not None:
             self.request.unregisterProducer()
         self.done.callback(None)

@@ -1,14 +1,13 @@
 """
 Answer: the CLI's events (mostly replayed from real CLI 2.1.330 samples) in,
-OpenAI deltas, finish reason, usage and message out.
+neutral pieces (Out), parts, finish reason and usage out.
 """
 
 import json
-import re
 
 import pytest
 
-from claude_proxy.answer import Answer
+from claude_proxy.answer import Answer, CallArgs, CallStart, SignatureOut, TextOut, ThinkingOut
 from claude_proxy.events import (
     MessageDelta, MessageStart, Result, TextDelta, ThinkingDelta, ThinkingTokens, ToolInputDelta,
     ToolUseStart, Usage, parse_line,
@@ -42,8 +41,8 @@ def replay(answer, found):
     return deltas
 
 
-def content(deltas):
-    return "".join(d.get("content", "") for d in deltas)
+def content(outs):
+    return "".join(o.text for o in outs if isinstance(o, TextOut))
 
 
 def result(text, stop_reason="end_turn", usage=Usage(), structured_output=None):
@@ -62,37 +61,46 @@ def test_streamed_text_then_result():
     found = events(PARTIAL)
     answer = Answer()
     deltas = replay(answer, found[:-1])
-    assert deltas == [{"content": "MOCK RE"}, {"content": "PLY to:"}, {"content": " hello"}]
+    assert deltas == [TextOut("MOCK RE"), TextOut("PLY to:"), TextOut(" hello")]
     assert not answer.complete  # end_turn waits for the authoritative result line
     assert give(answer, found[-1]) == []
-    assert (answer.complete, answer.finish, answer.usage) == (True, "stop", Usage(11, 7))
-    assert answer.message() == {"role": "assistant", "content": "MOCK REPLY to: hello",
-                                "refusal": None}
+    assert (answer.complete, answer.finish, answer.usage) == (True, "end_turn", Usage(11, 7))
+    assert (answer.text, answer.reasoning, answer.calls) == ("MOCK REPLY to: hello", "", [])
 
 
 def test_text_that_only_arrives_in_the_result_is_appended():
     # The first delta of the real sample, then its result line.
     found = [e for e in events(PARTIAL) if not isinstance(e, TextDelta) or e.text == "MOCK RE"]
     answer = Answer()
-    assert replay(answer, found) == [{"content": "MOCK RE"}, {"content": "PLY to: hello"}]
-    assert answer.message()["content"] == "MOCK REPLY to: hello"
-    assert answer.finish == "stop"
+    assert replay(answer, found) == [TextOut("MOCK RE"), TextOut("PLY to: hello")]
+    assert answer.text == "MOCK REPLY to: hello"
+    assert answer.finish == "end_turn"
 
 
 def test_midstream_fallback_result_replaces_the_streamed_text():
     answer = Answer()
     # Streamed text cannot be taken back: nothing more is streamed...
-    assert replay(answer, events(FALLBACK)) == [{"content": "partial "}]
-    # ...but the non-streamed message is the CLI's final answer.
-    assert answer.message()["content"] == "MOCK REPLY to: hello"
-    assert (answer.finish, answer.usage) == ("stop", Usage(22, 8))
+    assert replay(answer, events(FALLBACK)) == [TextOut("partial ")]
+    # ...but the answer is the CLI's final one, and a stream must say it diverged.
+    assert answer.text == "MOCK REPLY to: hello"
+    assert answer.diverged
+    assert (answer.finish, answer.usage) == ("end_turn", Usage(22, 8))
+
+
+def test_fallback_result_that_goes_on_from_the_streamed_text_sends_the_rest():
+    # "X" is held back as a possible stop, so only "MOCK " reached the client;
+    # the retry's answer goes on from that, not from the broken stream's "MOCK X".
+    answer = Answer(("XYZ",))
+    assert answer.feed(TextDelta("MOCK X")) == [TextOut("MOCK ")]
+    assert answer.result(result("MOCK REPLY")) == [TextOut("REPLY")]
+    assert (answer.text, answer.diverged, answer.finish) == ("MOCK REPLY", False, "end_turn")
 
 
 def test_result_stop_reason_maps_to_finish():
     answer = Answer()
     answer.feed(TextDelta("cut"))
     answer.result(result("cut", stop_reason="max_tokens"))
-    assert answer.finish == "length"
+    assert answer.finish == "max_tokens"
 
 
 # -- stop sequences
@@ -119,12 +127,12 @@ def test_stop_cuts_content_and_completes_early(stop, expected, text_deltas):
     answer = Answer((stop,))
     deltas, fed = feed_until_complete(answer, found)
     assert content(deltas) == expected
-    assert answer.finish == "stop"
+    assert (answer.finish, answer.stop_sequence) == ("stop_sequence", stop)
     # Complete on the delta that holds the end of the stop, before the CLI ends its turn.
     texts = [n for n, e in enumerate(found, 1) if isinstance(e, TextDelta)]
     assert fed == texts[text_deltas - 1]
     assert answer.usage == START_USAGE
-    assert answer.message()["content"] == expected
+    assert answer.text == expected
     # Nothing after completion changes the answer.
     assert replay(answer, found[fed:]) == []
     assert answer.feed(TextDelta("more")) == [] and answer.usage == START_USAGE
@@ -133,7 +141,7 @@ def test_stop_cuts_content_and_completes_early(stop, expected, text_deltas):
 def test_a_stop_that_never_completes_is_text():
     answer = Answer(("to: hi",))  # held back while the text ends in "to:", then let go
     assert content(replay(answer, events(PARTIAL))) == "MOCK REPLY to: hello"
-    assert answer.finish == "stop"
+    assert (answer.finish, answer.stop_sequence) == ("end_turn", None)
 
 
 def test_stop_settled_only_at_the_result():
@@ -142,16 +150,16 @@ def test_stop_settled_only_at_the_result():
     assert content(answer.feed(TextDelta("xab")) + answer.feed(TextDelta("c"))) == "x"
     assert not answer.complete
     assert content(answer.result(result("xabc"))) == "a"
-    assert (answer.finish, answer.message()["content"]) == ("stop", "xa")
+    assert (answer.finish, answer.stop_sequence, answer.text) == ("stop_sequence", "b", "xa")
 
 
 def test_held_back_partial_stop_is_flushed_at_the_token_limit():
     found = replace_end(events(PARTIAL), MessageDelta("max_tokens", 7))
     answer = Answer(("hello!",))
     deltas = replay(answer, found)
-    assert deltas[-1] == {"content": "hello"}  # held back as a possible "hello!" until now
+    assert deltas[-1] == TextOut("hello")  # held back as a possible "hello!" until now
     assert content(deltas) == "MOCK REPLY to: hello"
-    assert answer.finish == "length"
+    assert answer.finish == "max_tokens"
 
 
 @pytest.mark.parametrize("stop, found, expected", [
@@ -163,48 +171,35 @@ def test_held_back_partial_stop_is_flushed_at_the_token_limit():
 def test_held_back_partial_stop_is_not_repeated_at_the_result(stop, found, expected):
     answer = Answer((stop,))
     assert content(replay(answer, found)) == expected
-    assert answer.message()["content"] == expected
+    assert answer.text == expected
 
 
 def test_fallback_result_text_is_cut_at_the_stop():
     answer = Answer(("REPLY",))
     replay(answer, events(FALLBACK))
-    assert answer.message()["content"] == "MOCK "
+    assert answer.text == "MOCK "
 
 
 def test_stop_settled_at_the_token_limit_finishes_with_stop():
     answer = Answer(("abcd", "b"))
     deltas = answer.feed(TextDelta("xabc")) + answer.feed(MessageDelta("max_tokens", 4))
     assert content(deltas) == "xa"
-    assert answer.finish == "stop"
+    assert answer.finish == "stop_sequence"
 
 
 # -- tool calls
 
-CALL_ID = re.compile(r"call[A-Za-z0-9]+")
-
-
-def tool_call_deltas(deltas):
-    return [call for d in deltas for call in d.get("tool_calls", ())]
-
-
-def test_tool_call_deltas_have_openais_shape():
+def test_tool_calls_stream_in_order_with_their_arguments():
     answer = Answer()
-    calls = tool_call_deltas(replay(answer, events(TOOL_CALLS)))
-    first_id, second_id = calls[0]["id"], calls[4]["id"]
-    assert calls == [
-        {"index": 0, "id": first_id, "type": "function",
-         "function": {"name": "read_file", "arguments": ""}},
-        {"index": 0, "function": {"arguments": '{"path": '}},
-        {"index": 0, "function": {"arguments": '"/etc/hos'}},
-        {"index": 0, "function": {"arguments": 'ts"}'}},
-        {"index": 1, "id": second_id, "type": "function",
-         "function": {"name": "exec", "arguments": ""}},
-        {"index": 1, "function": {"arguments": '{"cmd": "'}},
-        {"index": 1, "function": {"arguments": 'ls"}'}},
+    outs = [o for o in replay(answer, events(TOOL_CALLS)) if isinstance(o, (CallStart, CallArgs))]
+    first_id, second_id = outs[0].call_id, outs[4].call_id
+    assert outs == [
+        CallStart(0, first_id, "read_file"),
+        CallArgs(0, '{"path": '), CallArgs(0, '"/etc/hos'), CallArgs(0, 'ts"}'),
+        CallStart(1, second_id, "exec"),
+        CallArgs(1, '{"cmd": "'), CallArgs(1, 'ls"}'),
     ]
-    assert CALL_ID.fullmatch(first_id) and CALL_ID.fullmatch(second_id)
-    assert first_id != second_id
+    assert first_id.startswith("toolu_") and first_id != second_id
 
 
 def test_tool_use_stop_completes_with_tool_calls():
@@ -214,7 +209,7 @@ def test_tool_use_stop_completes_with_tool_calls():
     replay(answer, found[:end])
     assert not answer.complete
     replay(answer, found[end:])
-    assert (answer.finish, answer.usage) == ("tool_calls", Usage(11, 7, 5, 3))
+    assert (answer.finish, answer.usage) == ("tool_use", Usage(11, 7, 5, 3))
     assert answer.feed(TextDelta("late")) == []
     assert answer.result(result("late")) == [] and answer.usage == Usage(11, 7, 5, 3)
 
@@ -222,23 +217,19 @@ def test_tool_use_stop_completes_with_tool_calls():
 def test_tool_call_message_has_the_full_arguments():
     answer = Answer()
     replay(answer, events(TOOL_CALLS))
-    message = answer.message()
-    assert message["content"] == "Calling."  # the text the model wrote before calling
-    assert [(c["type"], c["function"]) for c in message["tool_calls"]] == [
-        ("function", {"name": "read_file", "arguments": '{"path": "/etc/hosts"}'}),
-        ("function", {"name": "exec", "arguments": '{"cmd": "ls"}'}),
-    ]
-    assert all(CALL_ID.fullmatch(c["id"]) for c in message["tool_calls"])
+    assert answer.text == "Calling."  # the text the model wrote before calling
+    assert [p.kind for p in answer.parts] == ["text", "tool_use", "tool_use"]
+    assert [(c.name, c.arguments) for c in answer.calls] == [
+        ("read_file", '{"path": "/etc/hosts"}'), ("exec", '{"cmd": "ls"}')]
 
 
 def test_tool_call_without_text_or_arguments():
     answer = Answer()
     replay(answer, [MessageStart("m", START_USAGE), ToolUseStart(0, "toolu_1", "mcp__client__ping"),
                     MessageDelta("tool_use", 3)])
-    assert answer.finish == "tool_calls"
-    message = answer.message()
-    assert message["content"] is None
-    assert message["tool_calls"][0]["function"] == {"name": "ping", "arguments": "{}"}
+    assert answer.finish == "tool_use"
+    assert answer.text == ""
+    assert [(c.call_id, c.name, c.arguments) for c in answer.calls] == [("toolu_1", "ping", "")]
 
 
 def test_tools_not_the_clients_are_ignored():
@@ -246,26 +237,27 @@ def test_tools_not_the_clients_are_ignored():
     deltas = replay(answer, [ToolUseStart(0, "toolu_1", "Bash"), ToolInputDelta(0, '{"a": 1}'),
                              MessageDelta("tool_use", 3)])
     assert deltas == [] and not answer.complete
-    assert "tool_calls" not in answer.message()
+    assert answer.calls == []
 
 
 def test_token_limit_finishes_with_length():
     found = replace_end(events(PARTIAL), MessageDelta("max_tokens", 7))
     answer = Answer()
     assert content(replay(answer, found)) == "MOCK REPLY to: hello"
-    assert (answer.finish, answer.usage) == ("length", Usage(11, 7))
+    assert (answer.finish, answer.usage) == ("max_tokens", Usage(11, 7))
 
 
 # -- reasoning
 
 
-def test_thinking_becomes_reasoning_content():
+def test_thinking_and_its_signature_come_first():
     answer = Answer()
     deltas = replay(answer, events(THINKING))
-    assert deltas[0] == {"reasoning_content": "Let me think about this."}
+    assert deltas[:2] == [ThinkingOut("Let me think about this."), SignatureOut("bW9jay1zaWduYXR1cmU=")]
     assert content(deltas) == "MOCK REPLY to: hello"
-    assert answer.message() == {"role": "assistant", "content": "MOCK REPLY to: hello",
-                                "refusal": None, "reasoning_content": "Let me think about this."}
+    assert [(p.kind, p.text, p.signature) for p in answer.parts] == [
+        ("thinking", "Let me think about this.", "bW9jay1zaWduYXR1cmU="),
+        ("text", "MOCK REPLY to: hello", "")]
     # The API reported no thinking count: the CLI's estimate (system/thinking_tokens) stands in.
     assert answer.usage == Usage(11, 7, reasoning_tokens=6)
 
@@ -278,7 +270,7 @@ def test_thinking_estimate_never_exceeds_the_output_tokens():
 
 def test_reasoning_is_not_cut_by_stops():
     answer = Answer(("think",))
-    assert answer.feed(ThinkingDelta("I think")) == [{"reasoning_content": "I think"}]
+    assert answer.feed(ThinkingDelta("I think")) == [ThinkingOut("I think")]
     assert not answer.complete
 
 
@@ -291,24 +283,23 @@ def test_structured_output_is_sent_whole_once_checked():
     # The tool input streams by, but an attempt the CLI rejects must not reach the client.
     assert replay(answer, found[:-1]) == []
     assert not answer.complete  # the StructuredOutput tool_use is not a client call
-    assert give(answer, found[-1]) == [{"content": '{"city": "Paris", "n": 3}'}]
-    assert (answer.finish, answer.error) == ("stop", None)
-    assert json.loads(answer.message()["content"]) == {"city": "Paris", "n": 3}
-    assert "tool_calls" not in answer.message()
+    assert give(answer, found[-1]) == [TextOut('{"city": "Paris", "n": 3}')]
+    assert (answer.finish, answer.error) == ("end_turn", None)
+    assert json.loads(answer.text) == {"city": "Paris", "n": 3}
+    assert answer.calls == []
 
 
 def test_structured_mode_ignores_prose():
     answer = Answer(structured=True)
     assert answer.feed(TextDelta("Here is the JSON:")) == []
-    assert answer.result(result("prose", structured_output={"a": "é"})) == [
-        {"content": '{"a": "é"}'}]
-    assert answer.message()["content"] == '{"a": "é"}'
+    assert answer.result(result("prose", structured_output={"a": "é"})) == [TextOut('{"a": "é"}')]
+    assert answer.text == '{"a": "é"}'
 
 
 def test_structured_answer_from_json_result_text():
     answer = Answer(structured=True)
     assert content(answer.result(result('{"n": [1, 2]}'))) == '{"n": [1, 2]}'
-    assert answer.finish == "stop"
+    assert answer.finish == "end_turn"
 
 
 def test_structured_answer_missing_is_an_error():

@@ -1,6 +1,6 @@
 import json
 
-from claude_proxy.chat import parse_chat_request
+from claude_proxy.openai_chat.parse import parse_chat_request
 from claude_proxy.plan import CLISettings, build_plan
 
 ENVIRON = {
@@ -56,7 +56,7 @@ def test_environment_is_an_allowlist():
         assert dropped not in env
     assert env["CLAUDE_CODE_DISABLE_AUTO_MEMORY"] == "1"
     assert env["DISABLE_AUTOUPDATER"] == "1"
-    assert env["CLAUDE_CODE_MAX_RETRIES"] == "1"
+    assert env["CLAUDE_CODE_MAX_RETRIES"] == "2"  # as --cli-retries
 
 
 def test_cli_env_is_the_explicit_way_in():

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from claude_proxy.chat import parse_chat_request
+from claude_proxy.openai_chat.parse import parse_chat_request
 from claude_proxy.plan import CLISettings, build_plan
 from claude_proxy.pool import FORGET_AFTER, WarmPool
 from claude_proxy.runner import Runner

@@ -4,7 +4,7 @@ import os
 import pytest
 from attrs import define, field
 
-from claude_proxy.chat import parse_chat_request
+from claude_proxy.openai_chat.parse import parse_chat_request
 from claude_proxy.errors import APIError
 from claude_proxy.events import Result, TextDelta
 from claude_proxy.plan import CLISettings, build_plan

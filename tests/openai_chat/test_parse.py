@@ -1,11 +1,10 @@
-import json
+"""The Chat Completions front door's parser: wire requests → the neutral request."""
 
 import pytest
 
-from claude_proxy.chat import chunk, completion, finish_reason, parse_body, parse_chat_request
 from claude_proxy.conversation import Message
 from claude_proxy.errors import APIError
-from claude_proxy.events import Usage
+from claude_proxy.openai_chat.parse import ignored_params, include_usage, parse_chat_request
 
 
 def request(**over):
@@ -26,27 +25,30 @@ def test_minimal_request():
     chat = request()
     assert chat.model.cli_model == "sonnet"
     assert chat.conversation.messages == (Message("user", ({"type": "text", "text": "hi"},)),)
-    assert (chat.system, chat.stream, chat.include_usage, chat.max_tokens) == ("", False, False, None)
-    assert (chat.tools, chat.response_format, chat.stop, chat.effort) == ((), None, (), None)
+    assert (chat.system, chat.stream, chat.max_tokens) == ("", False, None)
+    assert (chat.tools, chat.output, chat.stop, chat.effort) == ((), None, (), None)
 
 
 def test_what_real_clients_send_is_accepted():
-    chat = request(
-        messages=[
+    body = {
+        "model": "claude-sonnet-4",
+        "messages": [
             {"role": "system", "content": "S1"},
             {"role": "developer", "content": [{"type": "text", "text": "S2"}]},
             {"role": "user", "content": "first"},
             {"role": "user", "content": [{"type": "text", "text": "second"}], "name": "x"},
         ],
-        stream=True, stream_options={"include_usage": True}, temperature=0,
-        max_completion_tokens=100, max_tokens=5, user="u", metadata={"a": 1}, unknown_key=[1],
-    )
+        "stream": True, "stream_options": {"include_usage": True}, "temperature": 0,
+        "max_completion_tokens": 100, "max_tokens": 5, "user": "u", "metadata": {"a": 1},
+        "unknown_key": [1],
+    }
+    chat = parse_chat_request(body)
     assert chat.system == "S1\n\nS2"
     # Consecutive user messages are one Anthropic user message.
     assert chat.conversation.messages == (
         Message("user", ({"type": "text", "text": "first"}, {"type": "text", "text": "second"})),)
-    assert (chat.stream, chat.include_usage, chat.max_tokens) == (True, True, 100)
-    assert chat.ignored == ("temperature", "user", "metadata")
+    assert (chat.stream, include_usage(body), chat.max_tokens) == (True, True, 100)
+    assert ignored_params(body) == ("temperature", "user", "metadata")
 
 
 @pytest.mark.parametrize("param, over", [
@@ -69,9 +71,9 @@ def test_reasoning_effort_maps_to_cli_effort():
 def test_response_format():
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
     chat = request(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
-    assert (chat.response_format.kind, chat.response_format.schema) == ("json_schema", schema)
-    assert request(response_format={"type": "json_object"}).response_format.schema == {"type": "object"}
-    assert request(response_format={"type": "text"}).response_format is None
+    assert chat.output.schema == schema
+    assert request(response_format={"type": "json_object"}).output.schema == {"type": "object"}
+    assert request(response_format={"type": "text"}).output is None
     bad("response_format.json_schema.schema", response_format={"type": "json_schema", "json_schema": {}})
     bad("response_format.type", response_format={"type": "xml"})
     huge = {"type": "object", "description": "x" * 70_000}
@@ -80,7 +82,10 @@ def test_response_format():
 
 
 def test_include_usage_needs_stream():
-    assert request(stream_options={"include_usage": True}).include_usage is False
+    assert include_usage({"stream_options": {"include_usage": True}}) is False
+    with pytest.raises(APIError) as caught:
+        include_usage({"stream": True, "stream_options": [1]})
+    assert caught.value.param == "stream_options"
 
 
 def test_assistant_content_null_is_skipped_and_turns_stay_turns():
@@ -107,7 +112,6 @@ def test_assistant_content_null_is_skipped_and_turns_stay_turns():
     ("messages", {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}),
     ("messages[0].content[0]", {"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}),
     ("stream", {"stream": "yes"}),
-    ("stream_options", {"stream_options": [1]}),
     ("max_tokens", {"max_tokens": 0}),
     ("max_completion_tokens", {"max_completion_tokens": "10"}),
     ("temperature", {"temperature": "hot"}),
@@ -129,32 +133,6 @@ def test_unknown_model_is_404():
     with pytest.raises(APIError) as caught:
         request(model="gpt-4o")
     assert caught.value.status == 404
-
-
-@pytest.mark.parametrize("body", [b"{", b"[]", b"\xff", b""])
-def test_malformed_json(body):
-    with pytest.raises(APIError) as caught:
-        parse_body(body)
-    assert (caught.value.status, caught.value.code) == (400, "invalid_json")
-
-
-def test_finish_reasons():
-    assert [finish_reason(r) for r in ("end_turn", "stop_sequence", "max_tokens", None, "odd")] == [
-        "stop", "stop", "length", "stop", "stop"]
-
-
-def test_response_shapes_are_openai():
-    usage = Usage(11, 7, 5, 3)
-    message = {"role": "assistant", "content": "hello", "refusal": None}
-    body = completion("chatcmpl-1", "claude-opus-4", 123, message, "stop", usage)
-    assert body["object"] == "chat.completion"
-    assert body["choices"][0]["message"] == message
-    assert body["usage"]["prompt_tokens"] == 19
-    part = chunk("chatcmpl-1", "claude-opus-4", 123, {"content": "x"})
-    assert part["object"] == "chat.completion.chunk"
-    assert part["choices"] == [{"index": 0, "delta": {"content": "x"}, "logprobs": None,
-                                "finish_reason": None}]
-    json.dumps(body)
 
 
 TOOL_LOOP = [

@@ -1,0 +1,68 @@
+"""
+The neutral request: what any wire API's request comes to once its front door
+has parsed it, and all the core (plan, runner, answer) knows of it. Pure.
+"""
+
+from __future__ import annotations
+
+from attrs import evolve, frozen
+
+from claude_proxy.conversation import Conversation
+from claude_proxy.models import ModelChoice
+from claude_proxy.tools import Tool, ToolChoice
+
+# The CLI's --effort levels.
+EFFORTS = ("low", "medium", "high", "xhigh", "max")
+
+
+@frozen
+class OutputFormat:
+    """A JSON Schema the answer must match (the CLI's --json-schema)."""
+
+    schema: dict
+
+
+@frozen
+class Request:
+    model: ModelChoice
+    conversation: Conversation
+    stream: bool = False
+    max_tokens: int | None = None
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice = ToolChoice()
+    output: OutputFormat | None = None
+    stop: tuple[str, ...] = ()
+    effort: str | None = None  # the CLI's --effort; None: thinking off
+
+    @property
+    def offers_tools(self) -> bool:
+        # "none" still offers them when the history holds tool calls: the API
+        # refuses tool_use blocks without the tools' definitions.
+        if not self.tools:
+            return False
+        return self.tool_choice.mode != "none" or self.conversation.uses_tools()
+
+    @property
+    def system(self) -> str:
+        notes = [self.conversation.system]
+        if self.offers_tools:
+            notes.append(self.tool_choice.instruction() or "")
+        return "\n\n".join(n for n in notes if n)
+
+
+def settled(request: Request) -> Request:
+    """
+    A request made consistent for the API, whatever door it came through:
+    without tools, tool blocks in the history become text (the API refuses
+    them without definitions); and thinking goes off when a tool loop's last
+    call was made without its signed thinking block, which the API then wants.
+    """
+    conversation = request.conversation
+    if not request.tools and conversation.uses_tools():
+        conversation = conversation.tools_as_text()
+    effort = request.effort
+    if effort is not None and conversation.ends_tool_loop_unsigned():
+        effort = None
+    if conversation is request.conversation and effort == request.effort:
+        return request
+    return evolve(request, conversation=conversation, effort=effort)
