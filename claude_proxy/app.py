@@ -26,7 +26,9 @@ from claude_proxy.errors import APIError
 from claude_proxy.gate import exchange_of
 from claude_proxy.metrics import CONTENT_TYPE, Metrics
 from claude_proxy.models import model_list, model_object, resolve
+from claude_proxy.anthropic_messages.door import MessagesDoor
 from claude_proxy.openai_chat.door import ChatDoor
+from claude_proxy.openai_responses.door import ResponsesDoor
 from claude_proxy.plan import CLISettings, build_plan
 from claude_proxy.runner import Runner
 from claude_proxy.writers import HEARTBEAT_SECONDS, HOLD_HEADERS_SECONDS, BufferedWriter, StreamWriter
@@ -38,6 +40,11 @@ def _json(request: IRequest, status: int, obj: dict) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
     return json.dumps(obj).encode("utf-8")
+
+
+def _anthropic(request: IRequest) -> bool:
+    """The anthropic SDK and Claude Code send this header; OpenAI clients do not."""
+    return request.getHeader(b"anthropic-version") is not None
 
 
 @define(slots=False)
@@ -53,7 +60,11 @@ class ProxyAPI:
     image_urls: bool = False  # pass http(s) image URLs on for the API to fetch
     max_per_key: int = 0  # chat requests at once per API key; 0: no limit
     started: float = field(default=Factory(lambda self: self.clock.seconds(), takes_self=True))
-    chat: FrontDoor = field(default=Factory(lambda self: ChatDoor(self.image_urls), takes_self=True))
+    chat: ChatDoor = field(default=Factory(lambda self: ChatDoor(self.image_urls), takes_self=True))
+    responses: ResponsesDoor = field(
+        default=Factory(lambda self: ResponsesDoor(self.image_urls), takes_self=True))
+    messages: MessagesDoor = field(
+        default=Factory(lambda self: MessagesDoor(self.image_urls), takes_self=True))
     _per_key: dict = field(factory=dict)
 
     app = Klein()
@@ -89,15 +100,39 @@ class ProxyAPI:
 
     @app.route("/v1/models", methods=["GET"])
     def models(self, request: IRequest) -> bytes:
+        if _anthropic(request):
+            return _json(request, 200, self.messages.models())
         return _json(request, 200, model_list())
 
     @app.route("/v1/models/<path:model_id>", methods=["GET"])
     def model(self, request: IRequest, model_id: str) -> bytes:
+        if _anthropic(request):
+            return _json(request, 200, self.messages.model(model_id))
         return _json(request, 200, model_object(resolve(model_id).id))
 
     @app.route("/v1/chat/completions", methods=["POST"])
     def chat_completions(self, request: IRequest) -> Any:
         return self._serve(request, self.chat)
+
+    @app.route("/v1/responses", methods=["POST"])
+    def create_response(self, request: IRequest) -> Any:
+        return self._serve(request, self.responses)
+
+    @app.route("/v1/responses/<response_id>", methods=["GET"])
+    def get_response(self, request: IRequest, response_id: str) -> bytes:
+        return _json(request, 200, self.responses.get(response_id))
+
+    @app.route("/v1/responses/<response_id>", methods=["DELETE"])
+    def delete_response(self, request: IRequest, response_id: str) -> bytes:
+        return _json(request, 200, self.responses.delete(response_id))
+
+    @app.route("/v1/messages", methods=["POST"])
+    def create_message(self, request: IRequest) -> Any:
+        return self._serve(request, self.messages)
+
+    @app.route("/v1/messages/count_tokens", methods=["POST"])
+    def count_tokens(self, request: IRequest) -> bytes:
+        return _json(request, 200, self.messages.count_tokens(parse_body(request.content.read())))
 
     async def _serve(self, request: IRequest, door: FrontDoor) -> bytes | None:
         """One request through a front door: parse, plan, run, and encode its answer."""
