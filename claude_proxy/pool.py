@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from claude_proxy.events import ControlRequest, parse_line
 from claude_proxy.plan import RunPlan
 from claude_proxy.runner import control_answer, spawn
+from claude_proxy.tether import Tether, send_signal
 from claude_proxy.tools import INITIALIZE_ID, initialize_request
 
 log = Logger()
@@ -87,7 +88,8 @@ class WarmProcess:
         self._cancel_ttl()
         if self.transport is not None and not self.ended:
             try:
-                self.transport.signalProcess("KILL")  # it has done nothing worth a grace period
+                # It has done nothing worth a grace period.
+                send_signal(self.pool.tether, self.transport, "KILL")
             except ProcessExitedAlready:
                 pass
 
@@ -109,6 +111,7 @@ class WarmPool:
     size: int = 1
     ttl: float = 600.0
     scratch_root: str | None = None
+    tether: Tether | None = None  # ties each CLI's life to the daemon's
     _waiting: list[WarmProcess] = field(factory=list)  # oldest first
     _shapes: OrderedDict = field(factory=OrderedDict)  # warm_key -> (plan, last seen, times); newest last
     _dying: set = field(factory=set)  # killed, not yet reaped
@@ -183,7 +186,8 @@ class WarmPool:
         warm = WarmProcess(self, plan)
         try:
             warm.transport, warm.protocol, warm.workdir = spawn(
-                self.reactor, plan, warm, self.scratch_root, plan.initialize or BARE_INITIALIZE)
+                self.reactor, plan, warm, self.scratch_root, plan.initialize or BARE_INITIALIZE,
+                self.tether)
         except Exception as e:  # a system prompt that cannot be written, too: no request fails
             log.warn("Could not pre-start a CLI process: {error}", error=repr(e))
             return False

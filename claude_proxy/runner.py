@@ -28,6 +28,7 @@ from claude_proxy.events import (
 )
 from claude_proxy.plan import RunPlan
 from claude_proxy.process import LineProcessProtocol
+from claude_proxy.tether import Tether, send_signal
 from claude_proxy.tools import mcp_answer
 
 log = Logger()
@@ -55,11 +56,13 @@ def control_answer(plan: RunPlan, event: ControlRequest) -> bytes:
 
 
 def spawn(reactor: Any, plan: RunPlan, controller: Any, scratch_root: str | None,
-          first: bytes) -> tuple[IProcessTransport, LineProcessProtocol, str]:
+          first: bytes, tether: Tether | None = None,
+          ) -> tuple[IProcessTransport, LineProcessProtocol, str]:
     """
     Start the CLI for a plan in a private scratch directory (its system prompt
     file, CLAUDE_CODE_TMPDIR and CLAUDE_CONFIG_DIR inside), writing `first` to
-    its stdin. Returns the transport, the protocol and the directory.
+    its stdin, tied to the daemon's life when there is a tether. Returns the
+    transport, the protocol and the directory.
     """
     # Encoded before anything is made: a lone surrogate fails here, with nothing to undo.
     prompt = plan.system_prompt.encode("utf-8")
@@ -76,8 +79,12 @@ def spawn(reactor: Any, plan: RunPlan, controller: Any, scratch_root: str | None
         # --cli-env may still name its own config dir.
         env = {**scratch, **plan.env}
         argv = plan.argv(prompt_file)
+        if tether is not None:
+            argv = tether.argv(argv)
         protocol = LineProcessProtocol(controller, first)
         transport = reactor.spawnProcess(protocol, argv[0], argv, env=env, path=workdir)
+        if tether is not None:
+            tether.spawned(transport)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
@@ -159,7 +166,7 @@ class CLIRun:
         else:
             self.transport, _, self._workdir = spawn(
                 self.runner.reactor, self.plan, self, self.runner.scratch_root,
-                self.plan.initialize + self.plan.stdin[0])
+                self.plan.initialize + self.plan.stdin[0], self.runner.tether)
         self._sent_batch()
         if self._paused:
             self.transport.pauseProducing()
@@ -296,7 +303,7 @@ class CLIRun:
         if self.transport is None:
             return
         try:
-            self.transport.signalProcess(name)
+            send_signal(self.runner.tether, self.transport, name)
         except ProcessExitedAlready:
             return
         log.info("Sent SIG{signal} to the CLI (pid {pid})", signal=name, pid=self.transport.pid)
@@ -397,9 +404,15 @@ class Runner(Service):
     scratch_root: str | None = None
     shutdown_grace: float = 0.0
     pool: Any = None  # a WarmPool of pre-started processes, or None
+    tether: Tether | None = None  # ties each CLI's life to the daemon's
     _active: set = field(factory=set)
     _queue: deque = field(factory=deque)
     _stopping: bool = False
+
+    def startService(self) -> None:
+        super().startService()
+        if self.tether is not None:
+            self.tether.sweep()
 
     def submit(self, plan: RunPlan, consumer: RunConsumer) -> CLIRun:
         """

@@ -26,6 +26,7 @@ from claude_proxy.metrics import Metrics
 from claude_proxy.plan import CLISettings, child_env
 from claude_proxy.pool import WarmPool
 from claude_proxy.runner import Runner
+from claude_proxy.tether import Tether, default_state_dir, record_name
 
 log = Logger()
 
@@ -116,6 +117,9 @@ class Options(usage.Options):
         ["read-timeout", None, 60.0,
          "Seconds a request (its head and body) may take to arrive; then 408.",
          _positive(float)],
+        ["state-dir", None, None,
+         "Where the daemon keeps its record of running CLI processes "
+         "[default: $XDG_STATE_HOME/claude-proxy or ~/.local/state/claude-proxy]."],
         ["shutdown-grace", None, 30.0,
          "Seconds running requests get to finish on SIGTERM before they are ended.",
          _non_negative_float],
@@ -262,9 +266,11 @@ def makeService(options: Options, reactor: Any = None,
     runner = Runner(reactor, options["max-concurrent"], options["queue"],
                     options["timeout"], options["idle-timeout"],
                     shutdown_grace=options["shutdown-grace"])
+    state_dir = options["state-dir"] or default_state_dir(environ)
+    runner.tether = Tether(os.path.join(state_dir, record_name(options["listen"])))
     if options["warm"]:
         runner.pool = WarmPool(reactor, min(options["warm"], options["max-concurrent"]),
-                               options["warm-ttl"])
+                               options["warm-ttl"], tether=runner.tether)
     runner.setName("runner")
     runner.setServiceParent(top)
     probe = CLIProbe(reactor, claude, probe_env)
