@@ -339,3 +339,22 @@ async def test_tool_call_after_a_failed_stream_is_not_lost(daemon, mock_api):
         assert reactor.seconds() - started < 10  # not the idle timeout
         await settled(daemon)
         assert [r.body.get("stream") for r in mock_api.requests] == [True, False]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_broken_stream_answered_anew_is_never_passed_off_as_complete(daemon, mock_api):
+    # The API's stream breaks after some text; the CLI's retry (not streamed) answers anew.
+    body = {"model": "claude-sonnet-4",
+            "messages": [{"role": "user", "content": "tell me [[mock:midstream_error]]"}]}
+    whole = await completed(daemon, body)
+    assert whole["choices"][0]["message"]["content"].startswith("MOCK REPLY to: tell me")
+    assert whole["choices"][0]["finish_reason"] == "stop"
+    await settled(daemon)
+
+    chunks = await streamed(daemon, {**body, "stream": True})
+    assert chunks[-1] == "[DONE]"
+    sent = "".join(c["choices"][0]["delta"].get("content") or ""
+                   for c in chunks[:-1] if c.get("choices"))
+    assert sent.startswith("PARTIAL")  # already on the wire when the stream broke
+    assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-1] if c.get("choices"))
+    assert chunks[-2]["error"]["code"] == "stream_interrupted"
