@@ -10,7 +10,6 @@ stop sequence): the run is then ended. Each front door encodes it. Pure.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from attrs import define, evolve, field, frozen
 
