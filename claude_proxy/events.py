@@ -45,17 +45,8 @@ class Usage:
 
     @property
     def prompt_tokens(self) -> int:
-        # The API's input_tokens leaves out cached tokens; OpenAI's prompt_tokens counts them.
+        # The API's input_tokens leaves out cached tokens; the whole prompt counts them.
         return self.input_tokens + self.cache_read_tokens + self.cache_creation_tokens
-
-    def to_openai(self) -> dict:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.output_tokens,
-            "total_tokens": self.prompt_tokens + self.output_tokens,
-            "prompt_tokens_details": {"cached_tokens": self.cache_read_tokens},
-            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
-        }
 
 
 @frozen
