@@ -21,7 +21,12 @@ from twisted.internet.task import Clock  # noqa: E402
 
 from claude_proxy.answer import Answer  # noqa: E402
 from claude_proxy.events import parse_line  # noqa: E402
+from claude_proxy.openai_chat.encode import ChatEncoder  # noqa: E402
 from claude_proxy.writers import StreamWriter  # noqa: E402
+
+ENCODERS = {
+    "chat": lambda: ChatEncoder("chatcmpl-bench", "claude-haiku-4", 0, True),
+}
 
 # A text delta as CLI 2.1.330 prints it (tests/samples/cli-2.1.330/stream-json-partial.jsonl).
 LINE = json.dumps({
@@ -51,9 +56,8 @@ class SinkRequest:
         self.written += len(data)
 
 
-def relay(n: int) -> None:
-    writer = StreamWriter(SinkRequest(), Clock(), "chatcmpl-bench", "claude-haiku-4", 0, True,
-                          answer=Answer())
+def relay(n: int, api: str = "chat") -> None:
+    writer = StreamWriter(ENCODERS[api](), SinkRequest(), Clock(), answer=Answer())
     writer.begin(None)
     for _ in range(n):
         writer.cli_event(parse_line(LINE))
@@ -62,15 +66,19 @@ def relay(n: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=20000)
+    parser.add_argument("--api", choices=sorted(ENCODERS), action="append",
+                        help="the wire API whose stream to measure (default: each)")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
-    started = time.perf_counter()
-    relay(args.n)
-    seconds = time.perf_counter() - started
-    print(f"{args.n} deltas: {args.n / seconds:,.0f} deltas/s, {seconds / args.n * 1e6:.1f} µs each")
+    for api in args.api or sorted(ENCODERS):
+        started = time.perf_counter()
+        relay(args.n, api)
+        seconds = time.perf_counter() - started
+        print(f"{api}: {args.n} deltas: {args.n / seconds:,.0f} deltas/s, "
+              f"{seconds / args.n * 1e6:.1f} µs each")
     if args.profile:
         profile = cProfile.Profile()
-        profile.runcall(relay, args.n)
+        profile.runcall(relay, args.n, (args.api or ["chat"])[0])
         pstats.Stats(profile).sort_stats("cumulative").print_stats(15)
 
 
