@@ -9,6 +9,9 @@ and writes the raw figures to bench/results/.
 
     python bench/bench.py --cli .cache/cli/node_modules/.bin/claude -n 30
 
+With --api chat,responses,messages the proxy side is each wire API in turn
+(the same request in each API's shape), so the doors are compared in one run.
+
 With --history 0,10,50 it measures instead what earlier turns cost: the same
 request through the proxy after that many user/assistant pairs, each replayed
 to the CLI as a turn of its own.
@@ -39,6 +42,19 @@ PROMPT = "Say hello"
 BODY = {"model": "claude-sonnet-4", "stream": True,
         "messages": [{"role": "system", "content": "Be brief."},
                      {"role": "user", "content": PROMPT}]}
+
+# Each wire API: its path, the same request in its shape, the bytes of a line that
+# carries the first text, and of the line that ends the stream.
+APIS = {
+    "chat": ("/v1/chat/completions", BODY, b'"content":"', b"data: [DONE]"),
+    "responses": ("/v1/responses", {"model": "claude-sonnet-4", "stream": True,
+                                    "instructions": "Be brief.", "input": PROMPT},
+                  b'"type":"response.output_text.delta"', b"event: response.completed"),
+    "messages": ("/v1/messages", {"model": "claude-sonnet-4", "stream": True, "max_tokens": 1024,
+                                  "system": "Be brief.",
+                                  "messages": [{"role": "user", "content": PROMPT}]},
+                 b'"type":"text_delta"', b"event: message_stop"),
+}
 
 
 def free_port() -> int:
@@ -116,18 +132,18 @@ def with_history(pairs: int) -> dict:
     return {**BODY, "messages": messages}
 
 
-def proxy_once(port: int, body: dict = BODY) -> tuple[float, float]:
+def proxy_once(port: int, body: dict = BODY, api: str = "chat") -> tuple[float, float]:
+    path, _, text_mark, end_mark = APIS[api]
     started = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    conn.request("POST", "/v1/chat/completions", json.dumps(body),
-                 {"content-type": "application/json"})
+    conn.request("POST", path, json.dumps(body), {"content-type": "application/json"})
     response = conn.getresponse()
     first = None
     for line in response:
-        if first is None and line.startswith(b"data: ") and b'"content":"' in line \
+        if first is None and line.startswith(b"data: ") and text_mark in line \
                 and b'"content":""' not in line:
             first = time.perf_counter()
-        if line.startswith(b"data: [DONE]"):
+        if line.startswith(end_mark):
             break
     total = time.perf_counter()
     conn.close()
@@ -189,11 +205,14 @@ def main() -> None:
     parser.add_argument("--cli", default=shutil.which("claude"), help="the Claude Code CLI")
     parser.add_argument("-n", type=int, default=30, help="requests per side")
     parser.add_argument("--history", help="comma-separated counts of earlier user/assistant pairs")
+    parser.add_argument("--api", default="chat",
+                        help=f"comma-separated wire APIs for the proxy side ({', '.join(APIS)})")
     parser.add_argument("--warm", type=int, default=0,
                         help="the daemon's --warm (0: every request starts the CLI, as bare runs do)")
     args = parser.parse_args()
     if not args.cli:
         raise SystemExit("no Claude Code CLI: pass --cli")
+    args.cli = os.path.abspath(args.cli)  # the daemon runs in a scratch directory
 
     mock, mock_url = start_mock()
     base = Path(tempfile.mkdtemp(prefix="claude-proxy-bench-"))
@@ -217,15 +236,17 @@ def main() -> None:
         if args.history:
             history_table(port, [int(c) for c in args.history.split(",")], args.n)
             return
-        bare, proxied = [], []
+        apis = args.api.split(",")
+        bare: list = []
+        proxied: dict[str, list] = {api: [] for api in apis}
+        sides = ["bare", *apis]
         for i in range(args.n):
-            # ABBA order, so neither side always runs second.
-            sides = [0, 1] if i % 2 == 0 else [1, 0]
-            for side in sides:
-                if side == 0:
+            # Forward then backward, so no side always runs first or last.
+            for side in sides if i % 2 == 0 else sides[::-1]:
+                if side == "bare":
                     bare.append(bare_cli_once(args.cli, env, cli_env, work))
                 else:
-                    proxied.append(proxy_once(port))
+                    proxied[side].append(proxy_once(port, APIS[side][1], side))
                     wait_idle(port)
     finally:
         daemon.terminate()
@@ -234,19 +255,19 @@ def main() -> None:
         mock.wait()
         shutil.rmtree(base, ignore_errors=True)
 
-    rows = []
-    for what, index in (("time to first token", 0), ("total", 1)):
-        b_med, b_p95 = summary([s[index] for s in bare])
-        p_med, p_p95 = summary([s[index] for s in proxied])
-        rows.append((what, b_med, b_p95, p_med, p_p95))
     print(f"n = {args.n} streamed requests each, alternating; mock API on loopback\n")
-    print("| measure | bare CLI median | p95 | proxy median | p95 | added (median) | ratio |"
+    print("| API | measure | bare CLI median | p95 | proxy median | p95 | added (median) | ratio |"
           " added (median of pairs) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for (what, b_med, b_p95, p_med, p_p95), index in zip(rows, (0, 1)):
-        paired = statistics.median(p[index] - b[index] for b, p in zip(bare, proxied)) * 1000
-        print(f"| {what} | {b_med:.0f} ms | {b_p95:.0f} ms | {p_med:.0f} ms | {p_p95:.0f} ms "
-              f"| {p_med - b_med:+.1f} ms | {p_med / b_med:.3f} | {paired:+.1f} ms |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for api in apis:
+        for what, index in (("time to first token", 0), ("total", 1)):
+            b_med, b_p95 = summary([s[index] for s in bare])
+            p_med, p_p95 = summary([s[index] for s in proxied[api]])
+            paired = statistics.median(
+                p[index] - b[index] for b, p in zip(bare, proxied[api])) * 1000
+            print(f"| {api} | {what} | {b_med:.0f} ms | {b_p95:.0f} ms | {p_med:.0f} ms "
+                  f"| {p_p95:.0f} ms | {p_med - b_med:+.1f} ms | {p_med / b_med:.3f} "
+                  f"| {paired:+.1f} ms |")
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / f"bench-{int(time.time())}.json").write_text(json.dumps(
