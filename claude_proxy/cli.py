@@ -33,12 +33,24 @@ class CLIMissing(Exception):
 
 @frozen
 class Health:
+    """
+    ok: the CLI runs and is logged in, so requests can be answered. A CLI that
+    runs but says it is not logged in is not ok: every request would get a 503.
+    """
+
     ok: bool
     path: str
     version: str | None
     error: str | None = None
     # From `claude auth status` (no API call, no quota): logged_in, method, subscription.
     login: dict | None = None
+
+    @property
+    def status(self) -> str:
+        """"ok", "not_logged_in" (the CLI runs; log in) or "unavailable" (the CLI does not run)."""
+        if self.ok:
+            return "ok"
+        return "not_logged_in" if self.version is not None else "unavailable"
 
 
 def parse_login(output: bytes) -> dict | None:
@@ -137,7 +149,12 @@ class CLIProbe:
         else:
             version = parse_version(out)
             if code == 0 and version:
-                health = Health(True, self.path, version, login=await self._login())
+                login = await self._login()
+                # An unknown login (an older CLI without `auth status`) is not held against it.
+                logged_out = login is not None and not login["logged_in"]
+                health = Health(not logged_out, self.path, version,
+                                "The CLI is not logged in: run `claude`, then /login."
+                                if logged_out else None, login)
             else:
                 why = (err or out).decode("utf-8", "replace").strip()[:300]
                 health = Health(False, self.path, None, f"exit {code}: {why}")

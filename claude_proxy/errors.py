@@ -7,6 +7,7 @@ exit status, the tail of stderr) and gets back the error the client should see.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
 from attrs import frozen
@@ -66,7 +67,14 @@ _LOGIN_HINTS = ("not logged in", "/login", "failed to authenticate", "invalid ap
                 "oauth token has expired", "authentication_error")
 _USAGE_HINTS = ("hit your",)  # "... (not your usage limit)" is a plain rate limit
 _LIMIT_HINTS = ("rate limit", "rate_limit", "request rejected (429)", "limiting requests")
-_OVERLOAD_HINTS = ("overloaded", "server-side issue")
+# Only overload: every 5xx is "a server-side issue" in the CLI's words.
+_OVERLOAD_HINTS = ("overloaded",)
+# "API Error: 500 ..." when a failure reaches us as text only (stderr).
+_API_STATUS = re.compile(r"api error: (\d{3})\b")
+# A plain 429 whose wait nobody told us (the CLI reports the API's retry-after
+# only as the delay of its own retries): a short wait, like an overload's.
+RATE_LIMIT_RETRY_AFTER = 10
+OVERLOAD_RETRY_AFTER = 10
 
 
 def excerpt(text: str) -> str:
@@ -80,14 +88,18 @@ def excerpt(text: str) -> str:
 
 
 def classify_cli_error(text: str, api_status: int | None, now: float,
-                       resets_at: int | None = None) -> APIError:
+                       resets_at: int | None = None, retry_after: int | None = None) -> APIError:
     """
     Map the text of an error result (and the API status the CLI reports) to the
     error a client should get. `resets_at` is when a rejected subscription
-    limit resets (unix seconds), from the CLI's rate_limit_event.
+    limit resets (unix seconds), from the CLI's rate_limit_event; `retry_after`
+    the API's own wait for a 429, as the CLI's retries were told it.
     """
     lowered = text.lower()
     shown = excerpt(text)
+    if api_status is None:
+        found = _API_STATUS.search(lowered)
+        api_status = int(found.group(1)) if found else None
     if api_status in (401, 403) or any(h in lowered for h in _LOGIN_HINTS):
         return APIError(503, f"{NOT_LOGGED_IN} (CLI said: {shown})", "server_error",
                         "cli_not_logged_in")
@@ -96,16 +108,26 @@ def classify_cli_error(text: str, api_status: int | None, now: float,
         when = ""
         if resets_at is not None:
             when = f" It resets at {datetime.fromtimestamp(resets_at, timezone.utc):%Y-%m-%d %H:%M} UTC."
+        if resets_at is not None:
+            wait = max(1, resets_at - int(now))
+        elif usage:
+            wait = None  # hours or days away, and unknown: no number is better than a wrong one
+        else:
+            wait = retry_after or RATE_LIMIT_RETRY_AFTER
         return APIError(
             429,
             f"Claude {'usage' if usage else 'rate'} limit reached.{when} (CLI said: {shown})",
             "rate_limit_error",
             "usage_limit_reached" if usage else "rate_limit_exceeded",
-            retry_after=max(1, resets_at - int(now)) if resets_at is not None else None,
+            retry_after=wait,
         )
     if api_status in (503, 529) or any(h in lowered for h in _OVERLOAD_HINTS):
         return APIError(503, f"Claude is overloaded; try again shortly. (CLI said: {shown})",
-                        "server_error", "upstream_overloaded", retry_after=10)
+                        "server_error", "upstream_overloaded", retry_after=OVERLOAD_RETRY_AFTER)
+    if api_status is not None and api_status >= 500:
+        return APIError(502, f"The Claude API failed with a server error ({api_status}); "
+                             f"try again shortly. (CLI said: {shown})", "server_error",
+                        "upstream_error")
     if "issue with the selected model" in lowered:
         return APIError(404, f"The Claude API does not know this model. (CLI said: {shown})",
                         "invalid_request_error", "model_not_found", "model")

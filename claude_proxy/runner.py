@@ -130,6 +130,7 @@ class CLIRun:
     _kill: IDelayedCall | None = None
     _paused: bool = False
     _resets_at: int | None = None
+    _retry_after: int | None = None
     _batches_sent: int = 0
     _terminating: bool = False
     _done: bool = False
@@ -207,7 +208,7 @@ class CLIRun:
             if event.is_error:
                 self._report_error(classify_cli_error(
                     event.text, event.api_error_status, self.runner.reactor.seconds(),
-                    self._resets_at))
+                    self._resets_at, self._retry_after))
             else:
                 self._end(lambda c: c.cli_finished(event))
             # The answer is complete; the process should exit on its own now.
@@ -224,6 +225,11 @@ class CLIRun:
         if isinstance(event, ApiRetry):
             log.info("CLI retrying the API call (attempt {attempt}, status {status})",
                      attempt=event.attempt, status=event.error_status)
+            # The CLI waits as long as the API's retry-after says (plus jitter): the
+            # delay of its last retry of a 429 is the best wait a client can be told.
+            delay = getattr(event, "retry_delay_ms", None)
+            if event.error_status == 429 and isinstance(delay, int) and delay > 0:
+                self._retry_after = -(-delay // 1000)
         self._report(lambda c: c.cli_event(event))
 
     def _write(self, data: bytes) -> None:

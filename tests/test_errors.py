@@ -66,7 +66,8 @@ def test_real_failures(sample, code):
 @pytest.mark.parametrize("text, status, code", [
     ("API Error: Connection refused", None, "upstream_unreachable"),
     ("There's an issue with the selected model (claude-x).", None, "model_not_found"),
-    ("API Error: 500 Internal server error", 500, "cli_error"),
+    ("API Error: 500 Internal server error", 500, "upstream_error"),
+    ("The CLI crashed", None, "cli_error"),
 ])
 def test_other_failures(text, status, code):
     assert classify_cli_error(text, status, NOW).code == code
@@ -86,3 +87,28 @@ def test_exit_by_signal():
 def test_excerpt_is_one_short_line():
     assert excerpt("a\nb\t c") == "a b c"
     assert len(excerpt("x" * 10_000)) == EXCERPT_CHARS
+
+
+def test_real_500_is_an_upstream_error_not_an_overload():
+    result = result_of("cli-2.1.330/error-500-no-retries.jsonl")
+    assert "server-side issue" in result["result"]
+    error = classify_cli_error(result["result"], result["api_error_status"], NOW)
+    assert (error.status, error.code, error.retry_after) == (502, "upstream_error", None)
+    assert "500" in error.message
+
+
+def test_a_5xx_known_only_from_text_is_an_upstream_error():
+    error = classify_exit(1, None, "API Error: 502 bad gateway. This is a server-side issue", NOW)
+    assert (error.status, error.code) == (502, "upstream_error")
+
+
+def test_a_429_gets_the_apis_retry_after_when_the_cli_retried_it():
+    result = result_of("cli-2.1.330/error-429-retry-after-2-retries.jsonl")
+    error = classify_cli_error(result["result"], result["api_error_status"], NOW, retry_after=4)
+    assert (error.status, error.code, error.retry_after) == (429, "rate_limit_exceeded", 4)
+
+
+def test_a_429_without_a_known_wait_still_says_when_to_retry():
+    result = result_of("error-429-retry-after.jsonl")
+    error = classify_cli_error(result["result"], result["api_error_status"], NOW)
+    assert error.retry_after == 10

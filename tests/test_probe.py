@@ -42,3 +42,33 @@ def test_a_hung_probe_is_killed_at_the_timeout():
     version.exit(signal=9)
     assert waiting[0].ok is False and "--version" in waiting[0].error
     assert reactor.getDelayedCalls() == []
+
+
+def probe_with(auth_output: bytes):
+    reactor = FakeProcessReactor()
+    waiting = answers(CLIProbe(reactor, "/bin/claude", {}).check())
+    [version] = reactor.spawned
+    version.protocol.outReceived(b"2.1.330 (Claude Code)\n")
+    version.exit(0)
+    auth = reactor.spawned[1]
+    auth.protocol.outReceived(auth_output)
+    auth.exit(0 if b"true" in auth_output else 1)
+    return waiting[0]
+
+
+def test_a_cli_that_is_not_logged_in_is_not_healthy():
+    health = probe_with(b'{"loggedIn": false, "authMethod": "none", "apiProvider": "firstParty"}')
+    assert (health.ok, health.status, health.version) == (False, "not_logged_in", "2.1.330")
+    assert "/login" in health.error
+
+
+def test_a_logged_in_cli_is_ok_and_an_unknown_login_is_not_held_against_it():
+    assert probe_with(AUTH).status == "ok"
+    assert probe_with(b"error: unknown command 'auth'").status == "ok"
+
+
+def test_a_cli_that_does_not_run_is_unavailable():
+    reactor = FakeProcessReactor()
+    waiting = answers(CLIProbe(reactor, "/bin/claude", {}).check())
+    reactor.spawned[0].exit(127)
+    assert (waiting[0].ok, waiting[0].status) == (False, "unavailable")

@@ -6,7 +6,7 @@ from attrs import define, field
 
 from claude_proxy.openai_chat.parse import parse_chat_request
 from claude_proxy.errors import APIError
-from claude_proxy.events import Result, TextDelta
+from claude_proxy.events import ApiRetry, Result, TextDelta
 from claude_proxy.plan import CLISettings, build_plan
 from claude_proxy.runner import Runner
 
@@ -428,3 +428,13 @@ def test_a_response_that_raises_fails_its_run_and_ends_the_process(runner, react
     process.exit(signal=15)
     assert run.exited.called and runner.in_flight == 0
     assert reactor.getDelayedCalls() == []
+
+
+@pytest.mark.skipif(not hasattr(ApiRetry(0, None), "retry_delay_ms"),
+                    reason="events.ApiRetry does not carry retry_delay_ms yet")
+def test_a_429_retried_by_the_cli_reaches_the_client_with_the_apis_wait(runner, reactor):
+    recorder = Recorder()
+    runner.submit(plan(), recorder)
+    # Recorded with the API answering 429 and retry-after: 3; the CLI waited ~3.1 s.
+    reactor.spawned[0].emit(*sample_lines("cli-2.1.330/error-429-retry-after-2-retries.jsonl"))
+    assert (recorder.error.code, recorder.error.retry_after) == ("rate_limit_exceeded", 4)
