@@ -2,30 +2,48 @@
 
 from __future__ import annotations
 
-from attrs import frozen
+from attrs import field, frozen
+from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
+from claude_proxy.anthropic_messages import models
+from claude_proxy.anthropic_messages.count import estimate
+from claude_proxy.anthropic_messages.encode import MessagesEncoder
+from claude_proxy.anthropic_messages.parse import Parsed, ignored_params, parse_messages_request
 from claude_proxy.door import Ids, Opened
-from claude_proxy.errors import APIError
 
-NOT_YET = APIError(501, "The Messages API is not served yet.", "server_error", "not_implemented")
+log = Logger()
 
 
 @frozen
 class MessagesDoor:
     image_urls: bool = False  # pass http(s) image URLs on for the API to fetch
+    # Kinds of server tools (web_search_20250305, bash_20250124...) already logged as left out.
+    _logged: set = field(factory=set, init=False)
+
+    def _parse(self, body: dict, counting: bool = False) -> Parsed:
+        parsed = parse_messages_request(body, self.image_urls, counting)
+        for kind in parsed.left_out:
+            if kind not in self._logged:
+                self._logged.add(kind)
+                log.info("Server tools of type {kind} are left out: this proxy cannot run them "
+                         "(logged once per type)", kind=kind)
+        return parsed
 
     def open(self, body: dict, http: IRequest, ids: Ids) -> Opened:
-        raise NOT_YET
+        request = self._parse(body).request
+        # The model as the client named it, prefix and all, as the API echoes it.
+        encoder = MessagesEncoder(f"msg_{ids.request_id}", str(body["model"]))
+        return Opened(request, encoder, ignored_params(body))
 
     def count_tokens(self, body: dict) -> dict:
         """An estimate of a request's input tokens; never runs the CLI."""
-        raise NOT_YET
+        return {"input_tokens": estimate(self._parse(body, counting=True).request)}
 
     def models(self) -> dict:
         """GET /v1/models in Anthropic's list shape."""
-        raise NOT_YET
+        return models.model_list()
 
     def model(self, model_id: str) -> dict:
         """GET /v1/models/{id} in Anthropic's shape."""
-        raise NOT_YET
+        return models.model(model_id)
