@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.request
 
-from tests.integration.conftest import free_port
+from tests.integration.conftest import free_port, login
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
@@ -45,7 +45,9 @@ def test_missing_cli_exits_nonzero_with_install_hint(tmp_path):
 
 def test_foreground_serves_and_stops_on_sigterm(cli_path, tmp_path):
     port = free_port()
-    env = {**os.environ, "HOME": str(tmp_path), "CLAUDE_CONFIG_DIR": str(tmp_path)}
+    (tmp_path / ".claude").mkdir()
+    login(tmp_path)  # /health is 503 while the CLI is not logged in
+    env = {**os.environ, "HOME": str(tmp_path), "CLAUDE_CONFIG_DIR": str(tmp_path / ".claude")}
     proc = subprocess.Popen([*TWISTD, "-n", "--pidfile=", "claudeproxy", "--claude", cli_path,
                              "--listen", f"tcp:{port}:interface=127.0.0.1"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE,
