@@ -153,12 +153,30 @@ class Result:
 
 
 @frozen
-class RateLimit:
-    """A subscription limit the API reported (rate_limit_event), e.g. the 5-hour window."""
+class Window:
+    """One of the subscription's usage windows ("five_hour", "seven_day", ...)."""
 
-    status: str
+    name: str
+    utilization: float | None  # 0.0 to 1.0
+    resets_at: int | None  # unix seconds
+    status: str  # allowed, allowed_warning, rejected
+
+
+@frozen
+class RateLimit:
+    """
+    The subscription's state as the API reported it with an answer
+    (rate_limit_event; CLI 2.1.330 prints one after each message it gets
+    with the API's unified rate-limit headers, subscription logins only).
+    """
+
+    status: str  # of the representative window: allowed, allowed_warning, rejected
     resets_at: int | None
-    kind: str
+    kind: str  # the representative window, e.g. "five_hour"
+    overage_status: str = ""  # extra usage: allowed, allowed_warning, rejected
+    overage_disabled_reason: str = ""
+    using_overage: bool = False  # this answer was drawn from extra (paid) usage
+    windows: tuple[Window, ...] = ()
 
 
 Event = (MessageStart | TextDelta | ThinkingDelta | ThinkingSignature | ThinkingTokens | ToolUseStart
@@ -208,11 +226,7 @@ def parse_line(line: bytes) -> Event | None:
         )
     if kind == "rate_limit_event":
         info = obj.get("rate_limit_info")
-        if not isinstance(info, dict):
-            return None
-        resets = info.get("resetsAt")
-        return RateLimit(str(info.get("status", "")), resets if isinstance(resets, int) else None,
-                         str(info.get("rateLimitType", "")))
+        return _rate_limit(info) if isinstance(info, dict) else None
     if kind == "system" and obj.get("subtype") == "thinking_tokens":
         return ThinkingTokens(_int(obj.get("estimated_tokens")))
     if kind == "system" and obj.get("subtype") == "api_retry":
@@ -225,6 +239,29 @@ def parse_line(line: bytes) -> Event | None:
 
 def _int(value: object) -> int:
     return value if isinstance(value, int) else 0
+
+
+def _str(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _rate_limit(info: dict) -> RateLimit:
+    resets = info.get("resetsAt")
+    windows = info.get("unifiedWindows")
+    return RateLimit(
+        _str(info.get("status")), resets if isinstance(resets, int) else None,
+        _str(info.get("rateLimitType")), _str(info.get("overageStatus")),
+        _str(info.get("overageDisabledReason")), info.get("isUsingOverage") is True,
+        tuple(_window(name, w) for name, w in windows.items() if isinstance(w, dict))
+        if isinstance(windows, dict) else ())
+
+
+def _window(name: str, window: dict) -> Window:
+    utilization = window.get("utilization")
+    resets = window.get("resetsAt")
+    return Window(name, float(utilization) if isinstance(utilization, (int, float))
+                  and not isinstance(utilization, bool) else None,
+                  resets if isinstance(resets, int) else None, _str(window.get("status")))
 
 
 def _stream_event(event: dict) -> Event | None:

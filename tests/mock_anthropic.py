@@ -25,6 +25,9 @@ or, for every request, by ``MockAnthropic.force`` (the same grammar without the 
   offered tool by itself or after an ``mcp__server__`` prefix), after optional text.
 - ``text pieces=JSON``: the reply in exactly these deltas.
 - ``thinking [thought=T]``: a thinking block, then the default reply.
+- ``MockAnthropic.account_headers`` adds headers to every answer for an account (by its bearer
+  token or API key, ``"*"`` for all), e.g. the unified rate-limit headers
+  ``anthropic-ratelimit-unified-5h-utilization``.
 - ``max_tokens``: the default reply with stop_reason ``max_tokens``. The CLI then sends its own
   "Output token limit hit..." user turn (no directive, so the default reply); when forced, it gives
   up after 3 such turns with an error result.
@@ -323,6 +326,9 @@ class MockAnthropic:
     requests: list[RecordedRequest] = field(factory=list)
     force: str | None = None  # a directive (without brackets) that overrides the prompt's
     record_to: Any = None  # a text file: each request is also appended to it as one JSON line
+    # Headers for every answer to an account, by its OAuth bearer token (or API key); "*" for
+    # any account: how the tests play the API's unified rate-limit headers (quota windows).
+    account_headers: dict[str, dict[str, str]] = field(factory=dict)
     open_streams: int = field(default=0, init=False)
     _counter: int = field(default=0, init=False)
     _listening: IListeningPort | None = field(default=None, init=False)
@@ -349,6 +355,12 @@ class MockAnthropic:
         """Stop listening; open connections are left to their clients."""
         listening, self._listening = self._listening, None
         return maybeDeferred(listening.stopListening) if listening is not None else succeed(None)
+
+    def headers_for(self, headers: Mapping[str, str]) -> dict[str, str]:
+        """The account headers for a request, told apart by its credentials."""
+        auth = headers.get("authorization", "")
+        token = auth[len("Bearer "):] if auth.startswith("Bearer ") else headers.get("x-api-key", "")
+        return {**self.account_headers.get("*", {}), **self.account_headers.get(token, {})}
 
     def directive_for(self, body: Any) -> Directive | None:
         if self.force:
@@ -383,6 +395,8 @@ class MockAnthropic:
 
         self._counter += 1
         request.setHeader(b"request-id", f"req_mock_{self._counter:04d}".encode())
+        for name, value in self.headers_for(headers).items():
+            request.setHeader(name.encode(), value.encode())
         try:
             return self._answer(request, body, self.directive_for(body))
         except DirectiveError as e:

@@ -1,8 +1,8 @@
 import json
 
 from claude_proxy.events import (
-    ApiRetry, ControlRequest, MessageDelta, Result, TextDelta, ThinkingDelta, ToolInputDelta,
-    ToolUseStart, Usage, parse_line,
+    ApiRetry, ControlRequest, MessageDelta, RateLimit, Result, TextDelta, ThinkingDelta,
+    ToolInputDelta, ToolUseStart, Usage, Window, parse_line,
 )
 
 from tests.fakes import sample_lines
@@ -72,3 +72,29 @@ def test_structured_output_result():
     result = events("cli-2.1.330/structured-output.jsonl")[-1]
     assert result.structured_output == {"city": "Paris", "n": 3}
     assert result.stop_reason == "tool_use"
+
+
+def test_rate_limit_event_with_the_subscription_windows():
+    [event] = [e for e in events("cli-2.1.330/rate-limit-windows.jsonl") if isinstance(e, RateLimit)]
+    assert (event.status, event.kind, event.using_overage) == ("allowed", "five_hour", False)
+    assert (event.overage_status, event.overage_disabled_reason) == ("rejected", "org_level_disabled")
+    five_hour, seven_day = event.windows
+    assert (five_hour.name, five_hour.utilization, five_hour.status) == (
+        "five_hour", 0.86, "allowed_warning")
+    assert five_hour.resets_at == event.resets_at
+    assert (seven_day.name, seven_day.utilization, seven_day.status) == ("seven_day", 0.31, "allowed")
+    assert seven_day.resets_at > five_hour.resets_at
+
+
+def test_rate_limit_event_drawing_on_extra_usage():
+    [event] = [e for e in events("cli-2.1.330/rate-limit-overage.jsonl") if isinstance(e, RateLimit)]
+    assert (event.status, event.overage_status, event.using_overage) == ("rejected", "allowed", True)
+
+
+def test_rate_limit_event_with_odd_fields():
+    line = json.dumps({"type": "rate_limit_event", "rate_limit_info": {
+        "status": 5, "resetsAt": "soon", "isUsingOverage": "yes",
+        "unifiedWindows": {"five_hour": {"utilization": True}, "x": 3}}}).encode()
+    event = parse_line(line)
+    assert event == RateLimit("", None, "", using_overage=False,
+                              windows=(Window("five_hour", None, None, ""),))
