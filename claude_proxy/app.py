@@ -62,7 +62,7 @@ class ProxyAPI:
     started: float = field(default=Factory(lambda self: self.clock.seconds(), takes_self=True))
     chat: ChatDoor = field(default=Factory(lambda self: ChatDoor(self.image_urls), takes_self=True))
     responses: ResponsesDoor = field(
-        default=Factory(lambda self: ResponsesDoor(self.image_urls), takes_self=True))
+        default=Factory(lambda self: ResponsesDoor(self.image_urls, clock=self.clock), takes_self=True))
     messages: MessagesDoor = field(
         default=Factory(lambda self: MessagesDoor(self.image_urls), takes_self=True))
     _per_key: dict = field(factory=dict)
