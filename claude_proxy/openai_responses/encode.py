@@ -200,8 +200,7 @@ class ResponsesEncoder:
             elif isinstance(out, SignatureOut):
                 self._signature = out.signature
             elif isinstance(out, CallStart):
-                self._call = (out.call_id, out.name)
-                data.append(self._open("tool_use"))
+                data.append(self._open("tool_use", (out.call_id, out.name)))
                 if out.arguments:
                     data.append(self._arguments(out.arguments))
             elif isinstance(out, CallArgs):
@@ -216,8 +215,9 @@ class ResponsesEncoder:
         self._texts.append(delta)
         return self._event("response.function_call_arguments.delta", **self._at(), delta=delta)
 
-    def _open(self, kind: str) -> bytes:
+    def _open(self, kind: str, call: tuple[str, str] = ("", "")) -> bytes:
         data = self._close("completed")
+        self._call = call
         index = self._count
         self._count += 1
         self._item = _Item(kind, index, item_id(self.shape, kind, index))

@@ -147,6 +147,15 @@ def test_stream_event_sequence():
     assert final["output"] == [got[8]["item"], got[15]["item"], got[20]["item"]]
 
 
+def test_stream_two_calls_keep_their_ids():
+    encoder = ResponsesEncoder(shape())
+    got = events(encoder.outs([CallStart(0, "toolu_1", "a", "{}"), CallStart(1, "toolu_2", "b")]))
+    [first_done] = [e["item"] for e in got if e["type"] == "response.output_item.done"]
+    assert (first_done["call_id"], first_done["name"], first_done["arguments"]) == \
+        ("calltoolu1", "a", "{}")
+    assert got[-1]["item"]["call_id"] == "calltoolu2" and got[-1]["output_index"] == 1
+
+
 def test_stream_incomplete_and_failed():
     encoder = ResponsesEncoder(shape())
     data = encoder.opening(Answer()) + encoder.outs([TextOut("cut")])
