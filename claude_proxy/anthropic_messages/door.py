@@ -32,8 +32,7 @@ class MessagesDoor:
 
     def open(self, body: dict, http: IRequest, ids: Ids) -> Opened:
         request = self._parse(body).request
-        # The model as the client named it, prefix and all, as the API echoes it.
-        encoder = MessagesEncoder(f"msg_{ids.request_id}", str(body["model"]))
+        encoder = MessagesEncoder(f"msg_{ids.request_id}", request.model.id)
         return Opened(request, encoder, ignored_params(body))
 
     def count_tokens(self, body: dict) -> dict:
