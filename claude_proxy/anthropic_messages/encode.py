@@ -12,7 +12,9 @@ from typing import Any
 
 from attrs import define, field
 
-from claude_proxy.answer import Answer, CallArgs, CallStart, Out, Part, SignatureOut, TextOut, ThinkingOut
+from claude_proxy.answer import (
+    Answer, CallArgs, CallStart, Out, Part, SignatureOut, TextOut, ThinkingOut,
+)
 from claude_proxy.error_shapes import anthropic_error
 from claude_proxy.errors import APIError
 from claude_proxy.events import Usage

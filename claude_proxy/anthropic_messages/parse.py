@@ -9,12 +9,14 @@ from __future__ import annotations
 from attrs import frozen
 
 from claude_proxy.conversation import Block, Conversation, conversation_of, text_block
-from claude_proxy.errors import bad_request
+from claude_proxy.errors import APIError, bad_request
 from claude_proxy.images import base64_image, url_image
 from claude_proxy.models import resolve
 from claude_proxy.openai_chat.parse import checked_schema
 from claude_proxy.request import EFFORTS, OutputFormat, Request, settled
-from claude_proxy.tools import Tool, ToolChoice, anthropic_tool_id, make_tool, model_tool_name, unique_tools
+from claude_proxy.tools import (
+    Tool, ToolChoice, anthropic_tool_id, make_tool, model_tool_name, unique_tools,
+)
 
 # Accepted and documented as ignored: the CLI has no way to pass them on.
 IGNORED = (
@@ -27,6 +29,8 @@ ROLES = frozenset({"user", "assistant", "system"})
 BILLING_HEADER = "x-anthropic-billing-header:"
 # Blocks that carry content the model reads (assistants' may only be text).
 CONTENT_KINDS = frozenset({"text", "image", "document", "search_result"})
+# Every block type a message may hold, in the right role.
+MESSAGE_KINDS = CONTENT_KINDS | {"tool_result", "tool_use", "thinking", "redacted_thinking"}
 # Extended thinking's smallest budget, as the API enforces it.
 MIN_BUDGET = 1024
 # A thinking budget → the CLI's --effort: below 4k low, below 16k medium, else
@@ -56,8 +60,8 @@ def _string(value: object, param: str) -> str:
     return value
 
 
-def _unsupported(kind: str, at: str) -> None:
-    raise bad_request(f"{at}: content blocks of type {kind!r} are not supported by this proxy.",
+def _unsupported(kind: object, at: str) -> APIError:
+    return bad_request(f"{at}: content blocks of type {kind!r} are not supported by this proxy.",
                       at, "unsupported_content")
 
 
@@ -84,7 +88,8 @@ def _image(block: dict, at: str, image_urls: bool) -> Block:
     if kind == "base64":
         data = _string(source.get("data"), f"{at}.source.data")
         declared = source.get("media_type")
-        return base64_image(data, declared if isinstance(declared, str) else "", f"{at}.source.data")
+        declared = declared if isinstance(declared, str) else ""
+        return base64_image(data, declared, f"{at}.source.data")
     if kind == "url":
         return url_image(_string(source.get("url"), f"{at}.source.url"), f"{at}.source.url",
                          image_urls)
@@ -146,7 +151,7 @@ def _inner_blocks(content: object, where: str, image_urls: bool) -> list[Block]:
             # Claude Code's tool search names a deferred tool; every tool is offered anyway.
             blocks.append(text_block(f"[tool {block.get('tool_name')} is available]"))
         else:
-            _unsupported(str(kind), at)
+            raise _unsupported(kind, at)
     return [b for b in blocks if b is not None]
 
 
@@ -205,11 +210,10 @@ def _message_blocks(content: object, where: str, role: str, image_urls: bool) ->
         elif kind == "redacted_thinking" and role == "assistant":
             blocks.append({"type": "redacted_thinking",
                            "data": _string(block.get("data"), f"{at}.data")})
-        elif kind in ("text", "image", "document", "search_result", "tool_result", "tool_use",
-                      "thinking", "redacted_thinking"):
+        elif kind in MESSAGE_KINDS:
             raise bad_request(f"{at}: a {role} message cannot hold a {kind} block.", f"{at}.type")
         else:
-            _unsupported(str(kind), at)
+            raise _unsupported(kind, at)
     return [b for b in blocks if b is not None]
 
 
