@@ -60,6 +60,13 @@ def _string(value: object, param: str) -> str:
     return value
 
 
+def _kind(block: object, at: str) -> str:
+    kind = _object(block, at).get("type")
+    if not isinstance(kind, str):
+        raise bad_request(f"{at}.type must be a string.", f"{at}.type")
+    return kind
+
+
 def _unsupported(kind: object, at: str) -> APIError:
     return bad_request(f"{at}: content blocks of type {kind!r} are not supported by this proxy.",
                       at, "unsupported_content")
@@ -144,7 +151,7 @@ def _inner_blocks(content: object, where: str, image_urls: bool) -> list[Block]:
     blocks: list[Block | None] = []
     for i, block in enumerate(content):
         at = f"{where}[{i}]"
-        kind = _object(block, at).get("type")
+        kind = _kind(block, at)
         if kind in CONTENT_KINDS:
             blocks.append(_content_block(block, at, image_urls))
         elif kind == "tool_reference":
@@ -198,7 +205,7 @@ def _message_blocks(content: object, where: str, role: str, image_urls: bool) ->
     blocks: list[Block | None] = []
     for i, block in enumerate(content):
         at = f"{where}[{i}]"
-        kind = _object(block, at).get("type")
+        kind = _kind(block, at)
         if kind == "text" or (kind in CONTENT_KINDS and role == "user"):
             blocks.append(_content_block(block, at, image_urls))
         elif kind == "tool_result" and role == "user":
@@ -226,7 +233,7 @@ def parse_conversation(system: object, messages: object, image_urls: bool = Fals
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         role = _object(message, where).get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise bad_request(f"{where}.role must be 'user' or 'assistant'.", f"{where}.role")
         content = message.get("content")
         if role == "system":

@@ -264,3 +264,31 @@ def test_ignored_params():
     assert ignored_params(body(temperature=0.2, top_k=5, metadata={"user_id": "u"},
                                context_management={}, service_tier="auto")) == (
         "temperature", "top_k", "metadata", "context_management", "service_tier")
+
+
+ODD = [None, 1, "x", [], {}, [1], {"type": []}, [{"type": ["text"]}], {"type": {"a": 1}}]
+
+
+@pytest.mark.parametrize("value", ODD)
+@pytest.mark.parametrize("key", ["system", "messages", "tools", "tool_choice", "thinking",
+                                 "output_config", "output_format", "stop_sequences", "max_tokens",
+                                 "content", "role", "block", "source", "tool_result"])
+def test_odd_values_are_a_400_never_a_crash(key, value):
+    over = {}
+    if key == "content":
+        over["messages"] = [{"role": "user", "content": value}]
+    elif key == "role":
+        over["messages"] = [{"role": value, "content": "x"}]
+    elif key == "block":
+        over["messages"] = [{"role": "user", "content": [value]}]
+    elif key == "source":
+        over["messages"] = [{"role": "user", "content": [{"type": "image", "source": value}]}]
+    elif key == "tool_result":
+        over["messages"] = [{"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "t", "content": value}]}]
+    else:
+        over[key] = value
+    try:
+        parse(**over)
+    except APIError as e:
+        assert 400 <= e.status < 500
