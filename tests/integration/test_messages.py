@@ -195,7 +195,7 @@ async def test_max_tokens_and_stop_sequences(daemon, mock_api):
 @pytest_twisted.ensureDeferred
 async def test_thinking_is_signed_and_kept_on_in_a_tool_loop(daemon, mock_api):
     stream = await post(daemon, message(
-        f"think then call [[mock:thinking]]", stream=True, thinking={"type": "adaptive"},
+        "think then call [[mock:thinking]]", stream=True, thinking={"type": "adaptive"},
         output_config={"effort": "medium"}))
     answer = streamed_message(stream)
     thinking = answer["content"][0]
