@@ -138,9 +138,14 @@ def test_tool_result_string_and_empty():
 def test_signed_thinking_keeps_thinking_on_in_a_tool_loop():
     signed = {"type": "thinking", "thinking": "hmm", "signature": "c2ln"}
     on = {"type": "enabled", "budget_tokens": 2048}
-    request = parse(tools=[WEATHER], thinking=on, messages=tool_loop(thinking=[signed]))
+    request = parse(model="claude-sonnet-4-5", tools=[WEATHER], thinking=on,
+                    messages=tool_loop(thinking=[signed]))
     assert request.effort == "low"
     assert request.conversation.messages[1].content[0] == signed
+    # With an alias the CLI drops the replayed block, so thinking goes off too.
+    assert parse(model="sonnet", tools=[WEATHER], thinking=on,
+                 messages=tool_loop(thinking=[signed])).effort is None
+    assert parse(model="sonnet", thinking=on).effort == "low"
     # Without it the API would refuse thinking: the proxy turns it off.
     assert parse(tools=[WEATHER], thinking=on, messages=tool_loop()).effort is None
     # An unsigned thinking block is dropped (the API refuses it); redacted thinking is kept.
