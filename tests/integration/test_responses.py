@@ -244,22 +244,23 @@ async def test_reasoning_summary_and_encrypted_content_round_trip(daemon, mock_a
     assert reasoning["summary"] == [{"type": "summary_text", "text": THINKING_TEXT}]
     assert thinking_block(reasoning["encrypted_content"])["thinking"] == THINKING_TEXT
 
-    # A tool loop with the signed thinking sent back keeps thinking on.
+    # A tool loop with the signed thinking sent back keeps thinking on; without it, off.
     await settled(daemon)
     mock_api.reset()
     first = await created(daemon, body(f"use a tool {directive}", **ask))
     [call] = first["output"]
-    await settled(daemon)
-    mock_api.reset()
-    await created(daemon, body([
-        {"role": "user", "content": "use a tool"}, reasoning, call,
-        {"type": "function_call_output", "call_id": call["call_id"], "output": "ok"}], **ask))
-    [request] = mock_api.requests
-    _, assistant, _ = api_messages(request)
-    assert [b["type"] for b in assistant["content"]] == ["thinking", "tool_use"]
-    assert assistant["content"][0]["thinking"] == THINKING_TEXT
-    assert assistant["content"][0]["signature"]
-    assert request.body.get("thinking", {}).get("type") in ("enabled", "adaptive")
+    asked = {"role": "user", "content": "use a tool"}
+    loop = [call, {"type": "function_call_output", "call_id": call["call_id"], "output": "ok"}]
+    for items, thinking in (([asked, reasoning, *loop], True), ([asked, *loop], False)):
+        await settled(daemon)
+        mock_api.reset()
+        await created(daemon, body(items, **ask))
+        [request] = mock_api.requests
+        _, assistant, results = api_messages(request)
+        assert blocks(assistant, "tool_use")[0]["input"] == {"path": "x"}
+        assert blocks(results, "tool_result")[0]["content"] == [{"type": "text", "text": "ok"}]
+        # (CLI 2.1.330 does not pass a replayed thinking block on to the API itself.)
+        assert (request.body.get("thinking", {}).get("type") == "adaptive") is thinking
 
 
 @pytest_twisted.ensureDeferred
