@@ -227,6 +227,28 @@ class LimitedRequest(Request):
         if not self._refused:
             super().allContentReceived()
 
+    def _handleStar(self) -> None:
+        # "OPTIONS *" asks about the server as a whole: Twisted's answer is right.
+        # Any other method on "*" would get an empty 405.
+        if self.method == b"OPTIONS":
+            super()._handleStar()
+            return
+        self._answer_json(unknown_path(self.path))
+
+    def processingFailed(self, reason: Any) -> None:
+        # Twisted's own answer to an exception no resource caught is an HTML page.
+        log.failure("Unhandled error in {path}", reason, path=self.path)
+        self._answer_json(APIError(500, "Internal error in the proxy; see its log.",
+                                   "server_error", "internal_error"))
+
+    def _answer_json(self, error: APIError) -> None:
+        status, body = error_body(self.path, self.getHeader(b"anthropic-version"), error)
+        self.setResponseCode(status)
+        self.setHeader(b"content-type", b"application/json")
+        self.setHeader(b"content-length", b"%d" % len(body))
+        self.write(body)
+        self.finish()
+
     def _refuse(self) -> None:
         # The body is not read: answer and close, as the client may still be sending.
         if self._refused:

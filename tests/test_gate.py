@@ -155,3 +155,24 @@ def test_the_read_deadline_stops_once_the_request_is_in(site, clock):
     assert transport.value().startswith(b"HTTP/1.1 200")
     assert b"408" not in transport.value()
     assert [c for c in clock.getDelayedCalls() if c.func.__name__ == "_read_timed_out"] == []
+
+
+def test_the_star_path_is_a_json_404_but_for_options(site):
+    (status, body), _ = send(site, b"POST * HTTP/1.1\r\nhost: localhost\r\ncontent-length: 0\r\n\r\n")
+    assert status == 404 and body["error"]["code"] == "not_found"
+    channel, transport = connect(site)
+    channel.dataReceived(b"OPTIONS * HTTP/1.1\r\nhost: localhost\r\n\r\n")
+    assert transport.value().startswith(b"HTTP/1.1 200")
+
+
+class Broken(Resource):
+    isLeaf = True
+
+    def render(self, request):
+        raise RuntimeError("a bug")
+
+
+def test_an_uncaught_exception_is_a_json_500_not_an_html_page(clock):
+    site = ProxySite(Gate(Broken(), KeyRing(()), Metrics(Idle()), clock), 1000, reactor=clock)
+    (status, body), _ = send(site, b"GET /v1/models HTTP/1.1\r\nhost: localhost\r\n\r\n")
+    assert status == 500 and body["error"]["code"] == "internal_error"
