@@ -151,6 +151,17 @@ class RealDaemon:
     def cli_processes(self) -> list[int]:
         return descendants(self.proc.pid)
 
+    def cli_runs(self) -> list[int]:
+        """The CLI processes answering requests (not /health's quick probes)."""
+        def answering(pid: int) -> bool:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    return b"--input-format" in f.read()
+            except OSError:
+                return False
+
+        return [pid for pid in self.cli_processes() if answering(pid)]
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
