@@ -168,6 +168,15 @@ def _namespace(tool: dict, where: str, names: dict[str, tuple[str, str]],
     return parsed
 
 
+def _parts(content: object, where: str) -> object:
+    """Content whose parts' types are strings (content_blocks looks them up in sets)."""
+    if isinstance(content, list):
+        for i, part in enumerate(content):
+            if isinstance(part, dict) and not isinstance(part.get("type"), str):
+                raise bad_request(f"{where}[{i}].type must be a string.", f"{where}[{i}].type")
+    return content
+
+
 def _call_name(item: dict, where: str) -> object:
     namespace = item.get("namespace")
     name = item.get("name")
@@ -183,22 +192,23 @@ def _item_turn(item: dict, where: str, image_urls: bool, system: list[str]) -> T
     kind = item.get("type", "message" if "role" in item else None)
     if kind == "message":
         role = item.get("role")
-        if role not in MESSAGE_ROLES:
+        if not isinstance(role, str) or role not in MESSAGE_ROLES:
             raise bad_request(f"{where}.role must be one of {sorted(MESSAGE_ROLES)}.",
                               f"{where}.role")
         if role in SYSTEM_ROLES:
-            system.append(texts_of(content_blocks(item.get("content"), f"{where}.content",
-                                                  "system")))
+            content = _parts(item.get("content"), f"{where}.content")
+            system.append(texts_of(content_blocks(content, f"{where}.content", "system")))
             return None
-        blocks = content_blocks(item.get("content"), f"{where}.content", role,
-                                image_urls and role == "user")
+        blocks = content_blocks(_parts(item.get("content"), f"{where}.content"),
+                                f"{where}.content", role, image_urls and role == "user")
         return role, tuple(blocks)
     if kind == "function_call":
         return "assistant", (tool_use_block(item.get("call_id"), _call_name(item, where),
                                             item.get("arguments"), where, "call_id", "name",
                                             "arguments"),)
     if kind == "function_call_output":
-        return "user", (tool_result_block(item.get("call_id"), item.get("output"), where,
+        output = _parts(item.get("output"), f"{where}.output")
+        return "user", (tool_result_block(item.get("call_id"), output, where,
                                           "call_id", "output", image_urls),)
     if kind == "reasoning":
         # Only signed thinking we produced can go back to the API; other reasoning is dropped.
@@ -234,10 +244,12 @@ def _reasoning(value: object) -> tuple[str | None, bool]:
     if not isinstance(value, dict):
         raise bad_request("reasoning must be an object.", "reasoning")
     summary = value.get("summary", value.get("generate_summary"))
-    if summary is not None and summary not in SUMMARIES:
+    if summary is not None and (not isinstance(summary, str) or summary not in SUMMARIES):
         raise bad_request(f"reasoning.summary must be one of {sorted(SUMMARIES)}.",
                           "reasoning.summary")
     effort = value.get("effort")
+    if effort is not None and not isinstance(effort, str):
+        raise bad_request("reasoning.effort must be a string.", "reasoning.effort")
     return effort_of(DEFAULT_EFFORT if effort is None else effort, "reasoning.effort"), \
         summary is not None
 

@@ -196,6 +196,11 @@ def test_refusals_and_ignored():
     assert refused("input", input=[{"role": "user", "content": [
         {"type": "input_file", "file_id": "f"}]}]).code == "unsupported_content"
     assert refused("store", store="yes").param == "store"
+    assert refused("input", input=[{"role": ["user"]}]).param == "input[0].role"
+    assert refused("input", input=[{"role": "user", "content": [{"type": []}]}]).param == \
+        "input[0].content[0].type"
+    assert refused("reasoning", reasoning={"summary": {}}).param == "reasoning.summary"
+    assert refused("reasoning", reasoning={"effort": []}).param == "reasoning.effort"
     assert refused("input", input=[{"role": "assistant", "content": "last"}]).param == "input"
     body = {"temperature": 0.2, "top_p": 1, "user": "u", "safety_identifier": "s",
             "prompt_cache_key": "k", "client_metadata": {"a": "b"}, "metadata": {},
