@@ -41,8 +41,8 @@ def test_sigkill_leaves_no_cli_process(tmp_path):
     daemon = start_daemon(tmp_path, "--warm", "0", "--max-concurrent", str(IN_FLIGHT))
     try:
         runs_in_flight(daemon, "[[fake:hang]]")
+        assert wait_for(lambda: len(daemon.cli_runs()) == IN_FLIGHT, 30), daemon.cli_runs()
         clis = daemon.cli_runs()
-        assert len(clis) == IN_FLIGHT
         daemon.proc.send_signal(signal.SIGKILL)
         daemon.proc.wait(timeout=30)
         left = wait_for(lambda: not alive(clis), 5) or alive(clis)
