@@ -44,16 +44,20 @@ class Conversation:
     def uses_tools(self) -> bool:
         return any(m.has_tool_blocks() for m in self.messages)
 
-    def ends_tool_loop_unsigned(self) -> bool:
-        """
-        Whether the last assistant message called tools (its results follow)
-        without the signed thinking block the API wants before them when
-        thinking is on. OpenAI Chat clients never send one back.
-        """
+    def ends_tool_loop(self) -> bool:
+        """Whether the last assistant message called tools (its results follow)."""
+        reply = self._last_reply()
+        return reply is not None and any(b["type"] == "tool_use" for b in reply.content)
+
+    def last_call_signed(self) -> bool:
+        """Whether the last assistant message holds its signed thinking block."""
+        reply = self._last_reply()
+        return reply is not None and any(b["type"] == "thinking" and b.get("signature")
+                                         for b in reply.content)
+
+    def _last_reply(self) -> Message | None:
         replies = [m for m in self.messages if m.role == "assistant"]
-        if not replies or not any(b["type"] == "tool_use" for b in replies[-1].content):
-            return False
-        return not any(b["type"] == "thinking" and b.get("signature") for b in replies[-1].content)
+        return replies[-1] if replies else None
 
     def tools_as_text(self) -> Conversation:
         """

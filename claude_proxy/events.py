@@ -137,6 +137,8 @@ class ApiRetry:
 
     attempt: int
     error_status: int | None
+    # How long it waits first: the API's retry-after, plus jitter.
+    retry_delay_ms: int | None = None
 
 
 @frozen
@@ -232,8 +234,10 @@ def parse_line(line: bytes) -> Event | None:
     if kind == "system" and obj.get("subtype") == "api_retry":
         status = obj.get("error_status")
         attempt = obj.get("attempt")
+        delay = obj.get("retry_delay_ms")
         return ApiRetry(attempt if isinstance(attempt, int) else 0,
-                        status if isinstance(status, int) else None)
+                        status if isinstance(status, int) else None,
+                        delay if isinstance(delay, int) else None)
     return None
 
 

@@ -41,6 +41,8 @@ def content_blocks(content: object, where: str, role: str, image_urls: bool = Fa
         if not isinstance(part, dict):
             raise bad_request(f"{at} must be an object.", at)
         kind = part.get("type")
+        if not isinstance(kind, str):
+            raise bad_request(f"{at}.type must be a string.", f"{at}.type")
         if kind in TEXT_PARTS:
             text = part.get("text")
             if not isinstance(text, str):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from attrs import evolve, frozen
 
 from claude_proxy.conversation import Conversation
-from claude_proxy.models import ModelChoice
+from claude_proxy.models import ALIASES, ModelChoice
 from claude_proxy.tools import Tool, ToolChoice
 
 # The CLI's --effort levels.
@@ -54,14 +54,19 @@ def settled(request: Request) -> Request:
     """
     A request made consistent for the API, whatever door it came through:
     without tools, tool blocks in the history become text (the API refuses
-    them without definitions); and thinking goes off when a tool loop's last
-    call was made without its signed thinking block, which the API then wants.
+    them without definitions); and thinking goes off inside a tool loop unless
+    the last call's signed thinking block can go back with it, which the API
+    then wants. CLI 2.1.330 replays a history turn's thinking block only when
+    the turn names the model it runs, and history turns name the CLI's
+    --model: an alias (`sonnet`) never is the resolved id, so with an alias
+    the block is lost (measured).
     """
     conversation = request.conversation
     if not request.tools and conversation.uses_tools():
         conversation = conversation.tools_as_text()
     effort = request.effort
-    if effort is not None and conversation.ends_tool_loop_unsigned():
+    if effort is not None and conversation.ends_tool_loop() and not (
+            conversation.last_call_signed() and request.model.cli_model not in ALIASES):
         effort = None
     if conversation is request.conversation and effort == request.effort:
         return request

@@ -227,8 +227,8 @@ class CLIRun:
                      attempt=event.attempt, status=event.error_status)
             # The CLI waits as long as the API's retry-after says (plus jitter): the
             # delay of its last retry of a 429 is the best wait a client can be told.
-            delay = getattr(event, "retry_delay_ms", None)
-            if event.error_status == 429 and isinstance(delay, int) and delay > 0:
+            delay = event.retry_delay_ms
+            if event.error_status == 429 and delay is not None and delay > 0:
                 self._retry_after = -(-delay // 1000)
         self._report(lambda c: c.cli_event(event))
 

@@ -195,16 +195,17 @@ def test_without_tools_the_history_calls_become_text():
     assert not plain.uses_tools()
     assert plain.history[1].content[0]["text"].startswith("[called ")
     assert plain.last.content[0]["text"].startswith("[tool result]")
-    assert conversation.ends_tool_loop_unsigned() and plain.messages[0] == conversation.messages[0]
+    assert conversation.ends_tool_loop() and plain.messages[0] == conversation.messages[0]
 
 
-def test_a_tool_loop_with_its_signed_thinking_is_not_unsigned():
+def test_a_tool_loop_with_its_signed_thinking():
     conversation = parse_conversation([user(), assistant(None, call("call_1")), tool("call_1")])
     reply = conversation.messages[1]
     signed = Message("assistant", ({"type": "thinking", "thinking": "t", "signature": "s"},
                                    *reply.content))
-    assert not Conversation(conversation.system, (conversation.messages[0], signed,
-                                                  conversation.messages[2])).ends_tool_loop_unsigned()
+    assert not conversation.last_call_signed()
+    assert Conversation(conversation.system, (conversation.messages[0], signed,
+                                              conversation.messages[2])).last_call_signed()
 
 
 def test_uses_tools():

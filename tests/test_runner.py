@@ -6,7 +6,7 @@ from attrs import define, field
 
 from claude_proxy.openai_chat.parse import parse_chat_request
 from claude_proxy.errors import APIError
-from claude_proxy.events import ApiRetry, Result, TextDelta
+from claude_proxy.events import Result, TextDelta
 from claude_proxy.plan import CLISettings, build_plan
 from claude_proxy.runner import Runner
 
@@ -430,8 +430,6 @@ def test_a_response_that_raises_fails_its_run_and_ends_the_process(runner, react
     assert reactor.getDelayedCalls() == []
 
 
-@pytest.mark.skipif(not hasattr(ApiRetry(0, None), "retry_delay_ms"),
-                    reason="events.ApiRetry does not carry retry_delay_ms yet")
 def test_a_429_retried_by_the_cli_reaches_the_client_with_the_apis_wait(runner, reactor):
     recorder = Recorder()
     runner.submit(plan(), recorder)

@@ -71,7 +71,7 @@ def output_format(value: object, param: str, schema_of: str) -> OutputFormat | N
 def effort_of(value: object, param: str) -> str | None:
     if value is None or value == "none":
         return None
-    if value not in EFFORTS:
+    if not isinstance(value, str) or value not in EFFORTS:
         raise bad_request(f"{param} must be one of none, {', '.join(EFFORTS)}.", param)
     return EFFORTS[value]
 
@@ -169,7 +169,7 @@ def parse_conversation(messages: object, image_urls: bool = False) -> Conversati
         if not isinstance(message, dict):
             raise bad_request(f"{where} must be an object.", where)
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise bad_request(f"{where}.role must be one of {sorted(ROLES)}.", f"{where}.role")
         if role in SYSTEM_ROLES:
             # Images are refused outside user and tool messages: only text is left.

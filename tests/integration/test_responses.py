@@ -231,7 +231,8 @@ async def test_max_output_tokens_is_incomplete(daemon, mock_api):
 
 @pytest_twisted.ensureDeferred
 async def test_reasoning_summary_and_encrypted_content_round_trip(daemon, mock_api):
-    ask = {"reasoning": {"effort": "high", "summary": "auto"},
+    # A full model id, as the CLI replays a thinking block only under the model it runs.
+    ask = {"model": "claude-sonnet-5-5", "reasoning": {"effort": "high", "summary": "auto"},
            "include": ["reasoning.encrypted_content"], "tools": TOOLS, "store": False}
     directive = calls_directive(("read", {"path": "x"}))
     got = await streamed(daemon, body(f"think [[mock:thinking]]", **ask))
@@ -259,8 +260,9 @@ async def test_reasoning_summary_and_encrypted_content_round_trip(daemon, mock_a
         _, assistant, results = api_messages(request)
         assert blocks(assistant, "tool_use")[0]["input"] == {"path": "x"}
         assert blocks(results, "tool_result")[0]["content"] == [{"type": "text", "text": "ok"}]
-        # (CLI 2.1.330 does not pass a replayed thinking block on to the API itself.)
         assert (request.body.get("thinking", {}).get("type") == "adaptive") is thinking
+        assert [b["thinking"] for b in blocks(assistant, "thinking")] == (
+            [THINKING_TEXT] if thinking else [])
 
 
 @pytest_twisted.ensureDeferred

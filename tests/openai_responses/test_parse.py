@@ -135,7 +135,9 @@ def test_encrypted_reasoning_round_trips_into_a_signed_thinking_block():
     assert thinking_block(encrypted) == {"type": "thinking", "thinking": "I think",
                                          "signature": "sig=="}
     assert thinking_block("gAAAAB-openai-own") is None and thinking_block(None) is None
-    parsed = parse(reasoning={"effort": "low"}, tools=[{"type": "function", "name": "f"}], input=[
+    # A full model id: with an alias the CLI drops the replayed block (request.settled).
+    parsed = parse(model="claude-sonnet-5-5", reasoning={"effort": "low"},
+                   tools=[{"type": "function", "name": "f"}], input=[
         {"role": "user", "content": "q"},
         {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": encrypted},
         {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
