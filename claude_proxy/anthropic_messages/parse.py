@@ -6,12 +6,12 @@ new ones often; invalid values get a 400 naming the param. Pure.
 
 from __future__ import annotations
 
-from attrs import evolve, frozen
+from attrs import frozen
 
 from claude_proxy.conversation import Block, Conversation, conversation_of, text_block
 from claude_proxy.errors import APIError, bad_request
 from claude_proxy.images import base64_image, url_image
-from claude_proxy.models import ALIASES, resolve
+from claude_proxy.models import resolve
 from claude_proxy.openai_chat.parse import checked_schema
 from claude_proxy.request import EFFORTS, OutputFormat, Request, settled
 from claude_proxy.tools import (
@@ -380,22 +380,7 @@ def parse_messages_request(body: dict, image_urls: bool = False,
         stop=parse_stops(body.get("stop_sequences")),
         effort=parse_effort(body.get("thinking"), output_config),
     )
-    return Parsed(_replayable(settled(request)), left_out)
-
-
-def _replayable(request: Request) -> Request:
-    """
-    The CLI (2.1.330) replays a history turn's thinking block only when the
-    turn names the model it runs, and history turns name the CLI's --model:
-    with an alias (`sonnet`) that is never the resolved id, so the signed
-    block is lost and thinking must go off inside a tool loop, as without one.
-    """
-    if request.effort is None or request.model.cli_model not in ALIASES:
-        return request
-    replies = [m for m in request.conversation.messages if m.role == "assistant"]
-    if not replies or not any(b["type"] == "tool_use" for b in replies[-1].content):
-        return request
-    return evolve(request, effort=None)
+    return Parsed(settled(request), left_out)
 
 
 def ignored_params(body: dict) -> tuple[str, ...]:
