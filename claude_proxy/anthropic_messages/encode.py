@@ -60,8 +60,8 @@ def content(answer: Answer) -> list[dict[str, Any]]:
 class MessagesEncoder:
     message_id: str
     model: str  # as the client asked for it
-    _index: int = field(default=-1, init=False)  # the open block's, or -1
-    _kind: str = field(default="", init=False)  # the open block's kind
+    _index: int = field(default=-1, init=False)  # the latest block's (-1: none yet)
+    _kind: str = field(default="", init=False)  # the open block's kind ("": none open)
     _sealed: bool = field(default=False, init=False)  # the open thinking block has its signature
     _text_frame: tuple[bytes, bytes] | None = field(default=None, init=False)
 
