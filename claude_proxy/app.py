@@ -17,12 +17,14 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
+from claude_proxy.accounts import Account, Accounts, conversation_key
 from claude_proxy.answer import Answer
 from claude_proxy.body import parse_body
 from claude_proxy.cli import CLIProbe
-from claude_proxy.door import FrontDoor, Ids
+from claude_proxy.door import FrontDoor, Ids, Opened
 from claude_proxy.error_shapes import shaped_error
 from claude_proxy.errors import APIError
+from claude_proxy.events import RateLimit
 from claude_proxy.gate import exchange_of
 from claude_proxy.metrics import CONTENT_TYPE, Metrics
 from claude_proxy.models import model_list, model_object, resolve
@@ -42,6 +44,11 @@ def _json(request: IRequest, status: int, obj: dict) -> bytes:
     return json.dumps(obj).encode("utf-8")
 
 
+def _set_headers(request: IRequest, headers: dict[str, str]) -> None:
+    for name, value in headers.items():
+        request.setHeader(name.encode(), value.encode())
+
+
 def _anthropic(request: IRequest) -> bool:
     """The anthropic SDK and Claude Code send this header; OpenAI clients do not."""
     return request.getHeader(b"anthropic-version") is not None
@@ -59,6 +66,7 @@ class ProxyAPI:
     heartbeat: float = HEARTBEAT_SECONDS
     image_urls: bool = False  # pass http(s) image URLs on for the API to fetch
     max_per_key: int = 0  # chat requests at once per API key; 0: no limit
+    accounts: Accounts = field(factory=Accounts)
     started: float = field(default=Factory(lambda self: self.clock.seconds(), takes_self=True))
     chat: ChatDoor = field(default=Factory(lambda self: ChatDoor(self.image_urls), takes_self=True))
     responses: ResponsesDoor = field(
@@ -76,7 +84,7 @@ class ProxyAPI:
     async def health(self, request: IRequest) -> bytes:
         health = await self.probe.check()
         body = {
-            "status": "ok" if health.ok else "unavailable",
+            "status": health.status,
             "cli": {"path": health.path, "version": health.version, "error": health.error},
             "login": health.login,
             "in_flight": self.runner.in_flight,
@@ -137,37 +145,69 @@ class ProxyAPI:
     async def _serve(self, request: IRequest, door: FrontDoor) -> bytes | None:
         """One request through a front door: parse, plan, run, and encode its answer."""
         exchange = exchange_of(request)
-        writer: BufferedWriter | StreamWriter | None = None
         key = exchange.key_id
+        ids = Ids(exchange.request_id, int(self.clock.seconds()))
+        opened = door.open(parse_body(request.content.read()), request, ids)
+        exchange.model = opened.request.model.id
+        if opened.ignored:
+            log.debug("{request_id}: ignored parameters: {params}",
+                      request_id=exchange.request_id, params=", ".join(opened.ignored))
+        self._admit(key)
         try:
-            ids = Ids(exchange.request_id, int(self.clock.seconds()))
-            opened = door.open(parse_body(request.content.read()), request, ids)
-            wanted = opened.request
-            exchange.model = wanted.model.id
-            if opened.ignored:
-                log.debug("{request_id}: ignored parameters: {params}",
-                          request_id=exchange.request_id, params=", ".join(opened.ignored))
-            plan = build_plan(wanted, self.settings, self.environ)
-            self._admit(key)
-            answer = Answer(wanted.stop, structured=wanted.output is not None)
+            body = await self._answer(request, opened)
+        finally:
+            self._release(key)
+        return None if body is None else _json(request, 200, body)
 
-            def first_output() -> None:
-                exchange.first_token = self.clock.seconds() - exchange.started
-
-            if wanted.stream:
-                writer = StreamWriter(opened.encoder, request, self.clock, self.hold,
-                                      self.heartbeat, answer=answer, on_output=first_output)
-            else:
-                writer = BufferedWriter(opened.encoder, answer=answer, on_output=first_output)
+    async def _answer(self, request: IRequest, opened: Opened) -> dict | None:
+        """
+        The answer from the conversation's account; when an account refuses
+        (a limit, extra usage, no login) before any byte went out, the next.
+        """
+        exchange = exchange_of(request)
+        wanted = opened.request
+        accounts = self.accounts.route(conversation_key(wanted, exchange.key_id),
+                                       self.clock.seconds())
+        for account in accounts:
+            plan = build_plan(wanted, self.settings, account.environ(self.environ))
+            writer = self._writer(request, opened, account)
+            _set_headers(request, self.accounts.headers(account))
             try:
                 writer.begin(self.runner.submit(plan, writer))
                 body = await writer.done
-            finally:
-                self._release(key)
-            return None if body is None else _json(request, 200, body)
-        finally:
-            if writer is not None:
-                self._account(exchange, writer)
+            except APIError as error:
+                if writer.committed or not self.accounts.rejected(account, error,
+                                                                  self.clock.seconds()) \
+                        or account is accounts[-1]:
+                    self._account(exchange, writer)
+                    raise
+                log.info("{request_id}: account {account} refused ({code}); trying the next",
+                         request_id=exchange.request_id, account=account.name, code=error.code)
+                continue
+            self._account(exchange, writer)
+            self.accounts.answered(account, None if writer.early else writer.quota_seen)
+            return body
+        raise self.accounts.refusal(self.clock.seconds())
+
+    def _writer(self, request: IRequest, opened: Opened,
+                account: Account) -> BufferedWriter | StreamWriter:
+        exchange = exchange_of(request)
+        wanted = opened.request
+
+        def first_output() -> None:
+            exchange.first_token = self.clock.seconds() - exchange.started
+
+        def quota(report: RateLimit) -> None:
+            self.accounts.observed(account, report, self.clock.seconds())
+            if not request.startedWriting:
+                _set_headers(request, self.accounts.headers(account))
+
+        answer = Answer(wanted.stop, structured=wanted.output is not None)
+        common = dict(answer=answer, clock=self.clock, on_output=first_output, on_quota=quota,
+                      await_quota=self.accounts.awaits_quota(account))
+        if wanted.stream:
+            return StreamWriter(opened.encoder, request, self.hold, self.heartbeat, **common)
+        return BufferedWriter(opened.encoder, **common)
 
     def _admit(self, key: str | None) -> None:
         if key is None or not self.max_per_key:
@@ -184,6 +224,10 @@ class ProxyAPI:
         self._per_key[key] -= 1
         if not self._per_key[key]:
             del self._per_key[key]
+
+    @app.route("/v1/usage", methods=["GET"])
+    def usage(self, request: IRequest) -> bytes:
+        return _json(request, 200, self.accounts.to_json(self.clock.seconds()))
 
     def _account(self, exchange: Any, writer: BufferedWriter | StreamWriter) -> None:
         usage = writer.usage

@@ -10,6 +10,7 @@ whose cancellation (the client went away) ends the CLI run.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from attrs import define, field
@@ -19,7 +20,7 @@ from twisted.web.iweb import IRequest
 
 from claude_proxy.answer import Answer, Out
 from claude_proxy.errors import APIError
-from claude_proxy.events import Event, MessageStart, Result, Usage
+from claude_proxy.events import Event, MessageStart, RateLimit, Result, Usage
 
 # Until the API has accepted the request, a failure can still be a real HTTP
 # status (401 → 503, usage limit → 429 with Retry-After); headers wait for
@@ -27,6 +28,10 @@ from claude_proxy.events import Event, MessageStart, Result, Usage
 HOLD_HEADERS_SECONDS = 10.0
 # Something on the wire at least this often while the CLI is silent (long thinking).
 HEARTBEAT_SECONDS = 15.0
+# When an answer is whole before the CLI's turn ends (a tool call, the token limit, a
+# stop), the CLI reports the account's quota a few ms later (CLI 2.1.330: after
+# message_stop); it is ended once it has, or after this long.
+QUOTA_GRACE_SECONDS = 0.5
 
 STREAM_DIVERGED = APIError(
     502, "The Claude API's stream broke after part of this answer was sent, and the retry "
@@ -63,11 +68,20 @@ class _Ending:
     encoder: Encoder
     done: Deferred = field(init=False)
     answer: Answer = field(factory=Answer, kw_only=True)
+    clock: IReactorTime | None = field(default=None, kw_only=True)
     # Called when the first content, reasoning or tool call is known (time to first token).
     on_output: Any = field(default=None, kw_only=True)
+    # Called with the account's quota when the CLI reports it.
+    on_quota: Callable[[RateLimit], None] | None = field(default=None, kw_only=True)
+    # Whether a CLI whose answer ended early is given QUOTA_GRACE_SECONDS to report it.
+    await_quota: bool = field(default=False, kw_only=True)
     run: Any = field(default=None, init=False)
     usage: Usage | None = field(default=None, init=False)
     error: APIError | None = field(default=None, init=False)
+    committed: bool = field(default=False, init=False)  # bytes of the response have gone out
+    quota_seen: bool = field(default=False, init=False)
+    _answered: bool = field(default=False, init=False)  # early: only the quota is awaited
+    _grace: IDelayedCall | None = field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         self.done = Deferred(self._cancelled)
@@ -76,13 +90,21 @@ class _Ending:
         """The run is submitted: from now on a cancellation ends it."""
         self.run = run
 
+    @property
+    def early(self) -> bool:
+        """Whether the answer was whole before the CLI's turn ended."""
+        return self._answered
+
     def _cancelled(self, _: Deferred) -> None:
         self._stop()
         if self.run is not None:
             self.run.cancel()
 
     def _stop(self) -> None:
-        """Cancel any timers of the writer's own."""
+        """Cancel the writer's timers."""
+        if self._grace is not None and self._grace.active():
+            self._grace.cancel()
+        self._grace = None
 
     def _feed(self, event: Event) -> list[Out]:
         outs = self.answer.feed(event)
@@ -91,8 +113,32 @@ class _Ending:
             self.on_output = None
         return outs
 
+    def _watched(self, event: Event) -> bool:
+        """
+        Whether an event is the quota report, or comes after an early answer:
+        then it is not the answer's, and the report may let the CLI go.
+        """
+        if isinstance(event, RateLimit):
+            self.quota_seen = True
+            if self.on_quota is not None:
+                self.on_quota(event)
+            if self._answered:
+                self._end_run()
+            return True
+        return self._answered
+
     def _answered_early(self) -> None:
         """The answer is whole before the CLI's result: end the CLI before it goes on."""
+        self._answered = True
+        if self.run is None:
+            return
+        if self.await_quota and self.clock is not None and not self.quota_seen:
+            self._grace = self.clock.callLater(QUOTA_GRACE_SECONDS, self._end_run)
+        else:
+            self._end_run()
+
+    def _end_run(self) -> None:
+        self._stop()
         if self.run is not None:
             self.run.cancel()
 
@@ -102,12 +148,17 @@ class BufferedWriter(_Ending):
     """One JSON body, sent when the answer is complete."""
 
     def cli_event(self, event: Event) -> None:
+        if self._watched(event):
+            return
         self._feed(event)
         if self.answer.complete:
             self._respond()
             self._answered_early()
 
     def cli_finished(self, result: Result) -> None:
+        if self._answered:
+            self._end_run()
+            return
         self.answer.result(result)
         if self.answer.error is not None:
             self.cli_failed(self.answer.error)
@@ -119,6 +170,9 @@ class BufferedWriter(_Ending):
         self.done.callback(self.encoder.body(self.answer))
 
     def cli_failed(self, error: APIError) -> None:
+        if self._answered:
+            self._end_run()
+            return
         self.error = error
         self.done.errback(error)
 
@@ -128,10 +182,8 @@ class StreamWriter(_Ending):
     """Server-sent events as the CLI's deltas arrive, then the API's closing events."""
 
     request: IRequest
-    clock: IReactorTime
     hold: float = HOLD_HEADERS_SECONDS
     heartbeat: float = HEARTBEAT_SECONDS
-    committed: bool = field(default=False, init=False)
     _timer: IDelayedCall | None = field(default=None, init=False)
     _last_write: float = field(default=0.0, init=False)
 
@@ -175,11 +227,14 @@ class StreamWriter(_Ending):
         self._timer = self.clock.callLater(self.heartbeat - quiet, self._beat)
 
     def _stop(self) -> None:
+        super()._stop()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
 
     def cli_event(self, event: Event) -> None:
+        if self._watched(event):
+            return
         outs = self._feed(event)
         if outs or isinstance(event, MessageStart):
             self._commit()
@@ -190,6 +245,9 @@ class StreamWriter(_Ending):
             self._answered_early()
 
     def cli_finished(self, result: Result) -> None:
+        if self._answered:
+            self._end_run()
+            return
         self._commit()
         outs = self.answer.result(result)
         if outs:
@@ -207,6 +265,9 @@ class StreamWriter(_Ending):
         self._close(self.encoder.closing(self.answer))
 
     def cli_failed(self, error: APIError) -> None:
+        if self._answered:
+            self._end_run()
+            return
         self.error = error
         self._stop()
         if not self.committed:
