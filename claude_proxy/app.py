@@ -67,6 +67,8 @@ class ProxyAPI:
     image_urls: bool = False  # pass http(s) image URLs on for the API to fetch
     max_per_key: int = 0  # chat requests at once per API key; 0: no limit
     accounts: Accounts = field(factory=Accounts)
+    # Each account's login probe, when accounts are named (--account).
+    logins: Mapping[str, CLIProbe] = field(factory=dict)
     started: float = field(default=Factory(lambda self: self.clock.seconds(), takes_self=True))
     chat: ChatDoor = field(default=Factory(lambda self: ChatDoor(self.image_urls), takes_self=True))
     responses: ResponsesDoor = field(
@@ -83,8 +85,9 @@ class ProxyAPI:
     @app.route("/health", methods=["GET"])
     async def health(self, request: IRequest) -> bytes:
         health = await self.probe.check()
+        status, ok = health.status, health.ok
         body = {
-            "status": health.status,
+            "status": status,
             "cli": {"path": health.path, "version": health.version, "error": health.error},
             "login": health.login,
             "in_flight": self.runner.in_flight,
@@ -92,7 +95,17 @@ class ProxyAPI:
             "warm": self._warm(),
             "uptime_seconds": round(self.clock.seconds() - self.started, 1),
         }
-        return _json(request, 200 if health.ok else 503, body)
+        if self.logins:
+            # Several accounts: ready while the CLI runs and any account is logged in.
+            logins = {name: await probe.check() for name, probe in self.logins.items()}
+            ok = health.version is not None and any(h.ok for h in logins.values())
+            status = "ok" if ok else health.status
+            skipped = {a["account"]: a["skipped"]
+                       for a in self.accounts.to_json(self.clock.seconds())["data"]}
+            body["status"] = status
+            body["accounts"] = [{"account": name, "status": h.status, "login": h.login,
+                                 "skipped": skipped[name]} for name, h in logins.items()]
+        return _json(request, 200 if ok else 503, body)
 
     def _warm(self) -> dict:
         pool = self.runner.pool

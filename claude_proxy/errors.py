@@ -60,6 +60,17 @@ NOT_LOGGED_IN = (
     "Run `claude` in a terminal, log in with /login, then retry."
 )
 
+# The API's refusal of requests it takes for a third-party app's, which it
+# bills to extra usage only: "Third-party apps now draw from your extra usage,
+# not your plan limits. ..." (a 400, seen even with plan headroom).
+_THIRD_PARTY = "third-party apps"
+THIRD_PARTY_REFUSED = (
+    "The Claude API took this request for a third-party app's and refused to count it against "
+    "your plan: such requests draw only on paid extra usage. Retrying will not help. You can "
+    "serve from another account (--account), enable extra usage at claude.ai/settings/usage if "
+    "you accept paying for it, or report it: the proxy runs the official Claude Code CLI."
+)
+
 # How much of the CLI's own words a client may see: enough to act on, not a dump.
 EXCERPT_CHARS = 300
 
@@ -100,6 +111,9 @@ def classify_cli_error(text: str, api_status: int | None, now: float,
     if api_status is None:
         found = _API_STATUS.search(lowered)
         api_status = int(found.group(1)) if found else None
+    if _THIRD_PARTY in lowered and "extra usage" in lowered:
+        return APIError(403, f"{THIRD_PARTY_REFUSED} (CLI said: {shown})", "permission_error",
+                        "extra_usage_required")
     if api_status in (401, 403) or any(h in lowered for h in _LOGIN_HINTS):
         return APIError(503, f"{NOT_LOGGED_IN} (CLI said: {shown})", "server_error",
                         "cli_not_logged_in")

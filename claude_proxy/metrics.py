@@ -11,6 +11,9 @@ from attrs import define, field
 from prometheus_client import (
     CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
+
+from claude_proxy.accounts import Accounts
 
 # Seconds: a cold CLI answers in ~0.5 s; agents' turns run to minutes.
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -23,6 +26,7 @@ MAX_MODEL_LABELS = 32
 @define
 class Metrics:
     runner: Any  # in_flight and waiting are read at scrape time
+    accounts: Accounts = field(factory=Accounts)  # quota, read at scrape time
     registry: CollectorRegistry = field(factory=CollectorRegistry)
     requests: Counter = field(init=False)
     duration: Histogram = field(init=False)
@@ -51,6 +55,7 @@ class Metrics:
               registry=r).set_function(lambda: self.runner.waiting)
         Gauge("claude_proxy_warm_processes", "CLI processes started ahead of time, waiting.",
               registry=r).set_function(lambda: self.runner.pool.count if self.runner.pool else 0)
+        r.register(_Quota(self.accounts))
 
     def _model(self, model: str) -> str:
         if model not in self._models and len(self._models) < MAX_MODEL_LABELS:
@@ -73,3 +78,40 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+@define(eq=False)  # hashable: the registry keeps collectors in a dict
+class _Quota:
+    """Each account's last reported quota, as gauges (a collector: read at scrape time)."""
+
+    accounts: Accounts
+
+    def collect(self) -> Any:
+        utilization = GaugeMetricFamily(
+            "claude_proxy_quota_utilization", "Share of a usage window spent (0 to 1), as last "
+            "reported.", labels=["account", "window"])
+        resets = GaugeMetricFamily("claude_proxy_quota_resets_at_seconds",
+                                   "When a usage window resets (unix time).",
+                                   labels=["account", "window"])
+        seen = GaugeMetricFamily("claude_proxy_quota_seen_at_seconds",
+                                 "When the account last reported its quota (unix time).",
+                                 labels=["account"])
+        overage = GaugeMetricFamily("claude_proxy_extra_usage_in_use",
+                                    "1 if the last answer drew on paid extra usage.",
+                                    labels=["account"])
+        skipped = GaugeMetricFamily("claude_proxy_account_skipped",
+                                    "1 while requests skip the account.", labels=["account"])
+        for account in self.accounts.accounts:
+            standing = self.accounts.standing(account)
+            skipped.add_metric([account.name], 0 if standing.skipped_until is None else 1)
+            if standing.quota is None:
+                continue
+            report = standing.quota.report
+            seen.add_metric([account.name], standing.quota.seen_at)
+            overage.add_metric([account.name], 1 if report.using_overage else 0)
+            for window in report.windows:
+                if window.utilization is not None:
+                    utilization.add_metric([account.name, window.name], window.utilization)
+                if window.resets_at is not None:
+                    resets.add_metric([account.name, window.name], window.resets_at)
+        return [utilization, resets, seen, overage, skipped]

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from claude_proxy import __version__
+from claude_proxy.accounts import Account, Accounts
 from claude_proxy.app import ProxyAPI
 from claude_proxy.auth import KeyFileError, KeyRing
 from claude_proxy.cli import CLIMissing, CLIProbe, find_claude, version_now
@@ -33,6 +34,8 @@ log = Logger()
 DEFAULT_LISTEN = "tcp:3456:interface=127.0.0.1"
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+OVERAGE = ("refuse", "allow")
 
 
 def _non_negative_float(value: str) -> float:
@@ -120,6 +123,9 @@ class Options(usage.Options):
         ["state-dir", None, None,
          "Where the daemon keeps its record of running CLI processes "
          "[default: $XDG_STATE_HOME/claude-proxy or ~/.local/state/claude-proxy]."],
+        ["overage", None, "refuse",
+         "refuse: stop sending an account requests while its answers draw on paid extra usage, "
+         "until its window resets (429 meanwhile); allow: go on."],
         ["shutdown-grace", None, 30.0,
          "Seconds running requests get to finish on SIGTERM before they are ended.",
          _non_negative_float],
@@ -131,6 +137,23 @@ class Options(usage.Options):
         self["cli-env"] = []
         self["api-key"] = []
         self["cors-origin"] = []
+        self["account"] = []
+
+    def opt_account(self, pair: str) -> None:
+        """
+        NAME=DIR: a Claude account to serve from, DIR being a config dir where it is
+        logged in (`CLAUDE_CONFIG_DIR=DIR claude`, then /login); repeatable
+        [default: your usual login].
+        """
+        name, sep, directory = pair.partition("=")
+        if not sep or not _ACCOUNT_NAME.fullmatch(name) or not directory:
+            raise usage.UsageError(f"--account takes NAME=DIR, not {pair!r}")
+        if name in {n for n, _ in self["account"]}:
+            raise usage.UsageError(f"--account {name} is given twice")
+        directory = os.path.abspath(os.path.expanduser(directory))
+        if not os.path.isdir(directory):
+            raise usage.UsageError(f"--account {name}: {directory} is not a directory")
+        self["account"].append((name, directory))
 
     def opt_api_key(self, key: str) -> None:
         """
@@ -171,6 +194,8 @@ class Options(usage.Options):
         raise SystemExit(0)
 
     def postOptions(self) -> None:
+        if self["overage"] not in OVERAGE:
+            raise usage.UsageError(f"--overage takes {' or '.join(OVERAGE)}, not {self['overage']!r}")
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
         open_to = [d for d in self["listen"] if beyond_loopback(d)]
@@ -273,10 +298,15 @@ def makeService(options: Options, reactor: Any = None,
                                options["warm-ttl"], tether=runner.tether)
     runner.setName("runner")
     runner.setServiceParent(top)
-    probe = CLIProbe(reactor, claude, probe_env)
-    metrics = Metrics(runner)
-    api = ProxyAPI(runner, settings, probe, environ, reactor, metrics,
-                   image_urls=bool(options["image-urls"]), max_per_key=options["max-per-key"])
+    accounts = Accounts(tuple(Account(name, d) for name, d in options["account"])
+                        or (Account("default"),), refuse_overage=options["overage"] == "refuse")
+    logins = {a.name: CLIProbe(reactor, claude, child_env(settings, a.environ(environ), None))
+              for a in accounts.accounts}
+    metrics = Metrics(runner, accounts)
+    api = ProxyAPI(runner, settings, logins[accounts.accounts[0].name], environ, reactor,
+                   metrics, image_urls=bool(options["image-urls"]),
+                   max_per_key=options["max-per-key"], accounts=accounts,
+                   logins=logins if options["account"] else {})
     hosts = None
     if not keys.enabled and not options["insecure-no-auth"]:
         hosts = LOOPBACK_NAMES | {i for i in map(interface_of, options["listen"]) if i}

@@ -112,3 +112,13 @@ def test_a_429_without_a_known_wait_still_says_when_to_retry():
     result = result_of("error-429-retry-after.jsonl")
     error = classify_cli_error(result["result"], result["api_error_status"], NOW)
     assert error.retry_after == 10
+
+
+def test_the_third_party_refusal_is_its_own_error():
+    # The API's words (a 400), as the CLI relays them.
+    text = ('API Error: 400 {"type":"error","error":{"type":"invalid_request_error","message":'
+            '"Third-party apps now draw from your extra usage, not your plan limits. Add more at '
+            'claude.ai/settings/usage and keep going."}}')
+    error = classify_cli_error(text, 400, 0)
+    assert (error.status, error.type, error.code) == (403, "permission_error", "extra_usage_required")
+    assert "extra usage" in error.message and error.retry_after is None
