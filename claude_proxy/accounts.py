@@ -125,7 +125,7 @@ class Accounts:
         why = _refusal(error)
         if why is None:
             return False
-        if why in ("not_logged_in", "rate_limit") and len(self.accounts) == 1:
+        if why != "usage_limit" and len(self.accounts) == 1:
             return False  # nothing to fail over to, and no reset worth waiting for
         wait = error.retry_after if error.retry_after is not None else SKIP_SECONDS[why]
         self._skip(account, why, now + wait)

@@ -329,6 +329,8 @@ class MockAnthropic:
     # Headers for every answer to an account, by its OAuth bearer token (or API key); "*" for
     # any account: how the tests play the API's unified rate-limit headers (quota windows).
     account_headers: dict[str, dict[str, str]] = field(factory=dict)
+    # A directive forced for one account (by its token), like `force` for all.
+    account_force: dict[str, str] = field(factory=dict)
     open_streams: int = field(default=0, init=False)
     _counter: int = field(default=0, init=False)
     _listening: IListeningPort | None = field(default=None, init=False)
@@ -356,15 +358,22 @@ class MockAnthropic:
         listening, self._listening = self._listening, None
         return maybeDeferred(listening.stopListening) if listening is not None else succeed(None)
 
+    @staticmethod
+    def token_of(headers: Mapping[str, str]) -> str:
+        """Which account sent a request: its OAuth bearer token, or its API key."""
+        auth = headers.get("authorization", "")
+        return auth[len("Bearer "):] if auth.startswith("Bearer ") else headers.get("x-api-key", "")
+
     def headers_for(self, headers: Mapping[str, str]) -> dict[str, str]:
         """The account headers for a request, told apart by its credentials."""
-        auth = headers.get("authorization", "")
-        token = auth[len("Bearer "):] if auth.startswith("Bearer ") else headers.get("x-api-key", "")
+        token = self.token_of(headers)
         return {**self.account_headers.get("*", {}), **self.account_headers.get(token, {})}
 
-    def directive_for(self, body: Any) -> Directive | None:
+    def directive_for(self, body: Any, token: str = "") -> Directive | None:
         if self.force:
             return Directive.from_force(self.force)
+        if token in self.account_force:
+            return Directive.from_force(self.account_force[token])
         for text in last_user_texts(body):
             match = DIRECTIVE.search(text)
             if match:
@@ -398,7 +407,7 @@ class MockAnthropic:
         for name, value in self.headers_for(headers).items():
             request.setHeader(name.encode(), value.encode())
         try:
-            return self._answer(request, body, self.directive_for(body))
+            return self._answer(request, body, self.directive_for(body, self.token_of(headers)))
         except DirectiveError as e:
             return error_response(request, 400, "invalid_request_error", str(e))
 

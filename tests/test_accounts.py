@@ -65,10 +65,10 @@ def test_other_failures_are_not_the_accounts():
     assert len(accounts.route("c", NOW)) == 2
 
 
-def test_one_account_keeps_plain_refusals_to_itself():
+def test_one_account_keeps_refusals_without_a_reset_to_itself():
     accounts = Accounts()
-    assert not accounts.rejected(accounts.accounts[0], RATE_LIMIT, NOW)
-    assert not accounts.rejected(accounts.accounts[0], NOT_LOGGED_IN, NOW)
+    for error in (RATE_LIMIT, NOT_LOGGED_IN, THIRD_PARTY):
+        assert not accounts.rejected(accounts.accounts[0], error, NOW)
     assert accounts.route("c", NOW) == list(accounts.accounts)
 
 
