@@ -50,10 +50,11 @@ class Conversation:
         return reply is not None and any(b["type"] == "tool_use" for b in reply.content)
 
     def last_call_signed(self) -> bool:
-        """Whether the last assistant message holds its signed thinking block."""
+        """Whether the last assistant message holds its signed (or redacted) thinking block."""
         reply = self._last_reply()
-        return reply is not None and any(b["type"] == "thinking" and b.get("signature")
-                                         for b in reply.content)
+        return reply is not None and any(
+            b["type"] == "redacted_thinking" or (b["type"] == "thinking" and b.get("signature"))
+            for b in reply.content)
 
     def _last_reply(self) -> Message | None:
         replies = [m for m in self.messages if m.role == "assistant"]

@@ -1,7 +1,8 @@
 """
 What the two OpenAI APIs (Chat Completions and Responses) share in their
 requests: content parts (text, refusal, image) and function calls with JSON
-string arguments, as Anthropic blocks. Pure.
+string arguments, as Anthropic blocks; limits, response formats, reasoning
+effort and tool choice. Pure.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ import json
 from claude_proxy.conversation import Block, text_block
 from claude_proxy.errors import bad_request
 from claude_proxy.images import image_block
-from claude_proxy.tools import anthropic_tool_id, model_tool_name
+from claude_proxy.request import OutputFormat, output_schema
+from claude_proxy.tools import Tool, ToolChoice, anthropic_tool_id, model_tool_name
 
+# OpenAI's reasoning effort → the CLI's --effort ("none" turns thinking off).
+EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh"}
 TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
 IMAGE_PARTS = frozenset({"image_url", "input_image"})
 IMAGE_ROLES = frozenset({"user", "tool"})
@@ -95,3 +99,57 @@ def tool_result_block(call_id: object, content: object, where: str, id_param: st
     result = content_blocks(content, f"{where}.{content_param}", "tool", image_urls)
     return {"type": "tool_result", "tool_use_id": anthropic_tool_id(call_id),
             "content": result or [text_block("(no output)")]}
+
+
+def optional_int(body: dict, key: str) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise bad_request(f"{key} must be a positive integer.", key)
+    return value
+
+
+def output_format(value: object, param: str, schema_of: str) -> OutputFormat | None:
+    """
+    OpenAI's response format (`response_format`, or Responses' `text.format`):
+    text, json_object, or json_schema with the schema at `schema_of`.
+    """
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return OutputFormat({"type": "object"})
+    if kind == "json_schema":
+        spec = value.get(schema_of) if schema_of else value
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        where = f"{param}.{schema_of}.schema" if schema_of else f"{param}.schema"
+        return output_schema(schema, where)
+    raise bad_request(f"{param}.type must be 'text', 'json_object' or 'json_schema'.",
+                      f"{param}.type")
+
+
+def effort_of(value: object, param: str) -> str | None:
+    if value is None or value == "none":
+        return None
+    if not isinstance(value, str) or value not in EFFORTS:
+        raise bad_request(f"{param} must be one of none, {', '.join(EFFORTS)}.", param)
+    return EFFORTS[value]
+
+
+def parse_tool_choice(value: object, tools: tuple[Tool, ...]) -> ToolChoice:
+    if value is None or value == "auto":
+        return ToolChoice()
+    if value in ("none", "required"):
+        return ToolChoice(str(value))
+    if isinstance(value, dict) and value.get("type") == "function":
+        function = value.get("function")
+        # Responses names the function at the top level.
+        name = function.get("name") if isinstance(function, dict) else value.get("name")
+        if not isinstance(name, str) or name not in {t.name for t in tools}:
+            raise bad_request(f"tool_choice names {name!r}, which is not in tools.", "tool_choice")
+        return ToolChoice("function", name)
+    raise bad_request("tool_choice must be 'none', 'auto', 'required' or a named function.",
+                      "tool_choice")

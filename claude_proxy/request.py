@@ -5,12 +5,17 @@ has parsed it, and all the core (plan, runner, answer) knows of it. Pure.
 
 from __future__ import annotations
 
+import json
+
 from attrs import evolve, frozen
 
 from claude_proxy.conversation import Conversation
+from claude_proxy.errors import bad_request
 from claude_proxy.models import ALIASES, ModelChoice
 from claude_proxy.tools import Tool, ToolChoice
 
+# The schema goes to the CLI's argv (--json-schema), where one string is capped at 128 KiB.
+MAX_SCHEMA_BYTES = 64 * 1024
 # The CLI's --effort levels.
 EFFORTS = ("low", "medium", "high", "xhigh", "max")
 
@@ -20,6 +25,14 @@ class OutputFormat:
     """A JSON Schema the answer must match (the CLI's --json-schema)."""
 
     schema: dict
+
+
+def output_schema(schema: object, param: str) -> OutputFormat:
+    if not isinstance(schema, dict):
+        raise bad_request(f"{param} must be a JSON Schema object.", param)
+    if len(json.dumps(schema, separators=(",", ":"))) > MAX_SCHEMA_BYTES:
+        raise bad_request(f"{param} is over {MAX_SCHEMA_BYTES} bytes.", param)
+    return OutputFormat(schema)
 
 
 @frozen

@@ -10,7 +10,8 @@ import pytest
 
 from claude_proxy.errors import APIError
 from claude_proxy.events import ControlRequest, parse_line
-from claude_proxy.openai_chat.parse import parse_tool_choice, parse_tools
+from claude_proxy.openai_chat.parse import parse_tools
+from claude_proxy.openai_content import parse_tool_choice
 from claude_proxy.tools import (
     MCP_PROTOCOL_VERSION, Tool, ToolChoice, anthropic_tool_id, client_tool_name, initialize_request,
     mcp_answer, model_tool_name, openai_call_id,

@@ -12,8 +12,7 @@ from claude_proxy.conversation import Block, Conversation, conversation_of, text
 from claude_proxy.errors import APIError, bad_request
 from claude_proxy.images import base64_image, url_image
 from claude_proxy.models import resolve
-from claude_proxy.openai_chat.parse import checked_schema
-from claude_proxy.request import EFFORTS, OutputFormat, Request, settled
+from claude_proxy.request import EFFORTS, OutputFormat, Request, output_schema, settled
 from claude_proxy.tools import (
     Tool, ToolChoice, anthropic_tool_id, make_tool, model_tool_name, unique_tools,
 )
@@ -319,7 +318,7 @@ def parse_output(body: dict, output_config: dict) -> OutputFormat | None:
         return None
     if _object(value, param).get("type") != "json_schema":
         raise bad_request(f"{param}.type must be 'json_schema'.", f"{param}.type")
-    return checked_schema(value.get("schema"), f"{param}.schema")
+    return output_schema(value.get("schema"), f"{param}.schema")
 
 
 def parse_stops(value: object) -> tuple[str, ...]:

@@ -6,74 +6,26 @@ the param. Pure.
 
 from __future__ import annotations
 
-import json
 
 from claude_proxy.conversation import Block, Conversation, conversation_of, text_block
 from claude_proxy.errors import bad_request
 from claude_proxy.models import resolve
-from claude_proxy.openai_content import content_blocks, texts_of, tool_result_block, tool_use_block
-from claude_proxy.request import OutputFormat, Request, settled
+from claude_proxy.openai_content import (
+    content_blocks, effort_of, optional_int, output_format, parse_tool_choice, texts_of,
+    tool_result_block, tool_use_block,
+)
+from claude_proxy.request import Request, settled
 from claude_proxy.stops import parse_stop
-from claude_proxy.tools import Tool, ToolChoice, make_tool, unique_tools
+from claude_proxy.tools import Tool, make_tool, unique_tools
 
 # Accepted and documented as ignored: the CLI has no way to pass them on.
 IGNORED = (
     "temperature", "top_p", "seed", "frequency_penalty", "presence_penalty", "logit_bias",
     "user", "metadata", "store", "parallel_tool_calls", "service_tier", "prediction",
 )
-# The schema goes to the CLI's argv (--json-schema), where one string is capped at 128 KiB.
-MAX_SCHEMA_BYTES = 64 * 1024
-# OpenAI's reasoning_effort → the CLI's --effort ("none" turns thinking off).
-EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh"}
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 SYSTEM_ROLES = frozenset({"system", "developer"})
-
-
-def optional_int(body: dict, key: str) -> int | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise bad_request(f"{key} must be a positive integer.", key)
-    return value
-
-
-def checked_schema(schema: object, param: str) -> OutputFormat:
-    if not isinstance(schema, dict):
-        raise bad_request(f"{param} must be a JSON Schema object.", param)
-    if len(json.dumps(schema, separators=(",", ":"))) > MAX_SCHEMA_BYTES:
-        raise bad_request(f"{param} is over {MAX_SCHEMA_BYTES} bytes.", param)
-    return OutputFormat(schema)
-
-
-def output_format(value: object, param: str, schema_of: str) -> OutputFormat | None:
-    """
-    OpenAI's response format (`response_format`, or Responses' `text.format`):
-    text, json_object, or json_schema with the schema at `schema_of`.
-    """
-    if value is None:
-        return None
-    kind = value.get("type") if isinstance(value, dict) else None
-    if kind == "text":
-        return None
-    if kind == "json_object":
-        return OutputFormat({"type": "object"})
-    if kind == "json_schema":
-        spec = value.get(schema_of) if schema_of else value
-        schema = spec.get("schema") if isinstance(spec, dict) else None
-        where = f"{param}.{schema_of}.schema" if schema_of else f"{param}.schema"
-        return checked_schema(schema, where)
-    raise bad_request(f"{param}.type must be 'text', 'json_object' or 'json_schema'.",
-                      f"{param}.type")
-
-
-def effort_of(value: object, param: str) -> str | None:
-    if value is None or value == "none":
-        return None
-    if not isinstance(value, str) or value not in EFFORTS:
-        raise bad_request(f"{param} must be one of none, {', '.join(EFFORTS)}.", param)
-    return EFFORTS[value]
 
 
 def _refuse_unsupported(body: dict) -> None:
@@ -105,22 +57,6 @@ def parse_tools(tools: object) -> tuple[Tool, ...]:
         parsed.append((where, make_tool(function.get("name"), function.get("description"),
                                         function.get("parameters"), f"{where}.function")))
     return unique_tools(parsed)
-
-
-def parse_tool_choice(value: object, tools: tuple[Tool, ...]) -> ToolChoice:
-    if value is None or value == "auto":
-        return ToolChoice()
-    if value in ("none", "required"):
-        return ToolChoice(str(value))
-    if isinstance(value, dict) and value.get("type") == "function":
-        function = value.get("function")
-        # Responses names the function at the top level.
-        name = function.get("name") if isinstance(function, dict) else value.get("name")
-        if not isinstance(name, str) or name not in {t.name for t in tools}:
-            raise bad_request(f"tool_choice names {name!r}, which is not in tools.", "tool_choice")
-        return ToolChoice("function", name)
-    raise bad_request("tool_choice must be 'none', 'auto', 'required' or a named function.",
-                      "tool_choice")
 
 
 def _blocks(message: dict, where: str, image_urls: bool) -> tuple[str, list[Block]]:

@@ -21,8 +21,10 @@ from attrs import frozen
 from claude_proxy.conversation import Block, conversation_of, text_block
 from claude_proxy.errors import bad_request
 from claude_proxy.models import resolve
-from claude_proxy.openai_chat.parse import effort_of, optional_int, output_format, parse_tool_choice
-from claude_proxy.openai_content import content_blocks, texts_of, tool_result_block, tool_use_block
+from claude_proxy.openai_content import (
+    content_blocks, effort_of, optional_int, output_format, parse_tool_choice, texts_of,
+    tool_result_block, tool_use_block,
+)
 from claude_proxy.request import Request, settled
 from claude_proxy.tools import Tool, make_tool, unique_tools
 
