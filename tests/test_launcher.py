@@ -313,3 +313,11 @@ def test_shutdown_grace_reaches_timeout_stop_sec(env, capsys):
         pytest.skip("tap.Options has no --shutdown-grace yet")
     unit = unit_of(env, capsys, "--shutdown-grace", "60")
     assert unit_value(unit, "TimeoutStopSec") == "75"
+
+
+def test_accounts_and_the_overage_guard_reach_the_service(env, capsys, tmp_path):
+    work = tmp_path / "claude-work"
+    work.mkdir()
+    unit = unit_of(env, capsys, "--account", f"work={work}", "--overage", "allow")
+    assert f'"--account" "work={work}" "--overage" "allow"' in unit_value(unit, "ExecStart")
+    assert env.main("systemd", "print", "--", "--account", f"gone={tmp_path / 'no'}") == 2
