@@ -17,6 +17,10 @@ directive in that message's text chooses what it does:
     [[fake:half]]           the first half of the partial sample, then exit 0
     [[fake:hang]]           print the init line, then nothing until killed
     [[fake:hang_child]]     as hang, with a child process of its own in its process group
+    [[fake:half_hang]]      the first half of the partial sample, then nothing until killed
+    [[fake:slow SECONDS]]   the partial sample, SECONDS between lines (a CLI that is slow, not silent)
+    [[fake:linger]]         the partial sample with its result, then no exit until killed
+    [[fake:stderr_flood]]   4 MiB on stderr, nothing on stdout, exit 1
 """
 
 from __future__ import annotations
@@ -100,6 +104,22 @@ def main(argv: list[str]) -> int:
         hang(lines)
     if kind == "hang":
         hang(lines)
+    if kind == "half_hang":
+        emit(lines[: len(lines) // 2])
+        hang([])
+    if kind == "slow":
+        for line in lines:
+            emit([line])
+            time.sleep(float(arg or 1))
+        return 0
+    if kind == "linger":
+        emit(lines)
+        hang([])
+    if kind == "stderr_flood":
+        for _ in range(64):
+            sys.stderr.write("noise " * 10922 + "\n")  # 64 KiB a line
+        sys.stderr.flush()
+        return 1
     sys.stderr.write(f"fake CLI: unknown directive {kind!r}\n")
     return 2
 

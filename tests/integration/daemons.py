@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -200,3 +201,226 @@ def start_daemon(tmp_path: Path, *args: str, cli: str = FAKE_CLI,
         daemon.stop()
         raise AssertionError(f"the daemon did not start: {log.read_text()}")
     return daemon
+
+
+# --- The three wire APIs as a client speaks them (the fault matrix and the load test) ---
+
+WIRE_APIS = ("chat", "responses", "messages")
+_ERROR_SUFFIX = re.compile(r"\((\w+)\)$")
+
+
+def wire_request(api: str, text: str, stream: bool) -> tuple[str, bytes, dict[str, str]]:
+    """The path, body and headers of a one-message request to one of the wire APIs."""
+    headers = {"content-type": "application/json"}
+    if api == "chat":
+        path, body = "/v1/chat/completions", {"messages": [{"role": "user", "content": text}]}
+    elif api == "responses":
+        path, body = "/v1/responses", {"input": text, "store": False}
+    elif api == "messages":
+        path, body = "/v1/messages", {"max_tokens": 1024,
+                                      "messages": [{"role": "user", "content": text}]}
+        headers["anthropic-version"] = "2023-06-01"
+    else:
+        raise ValueError(api)
+    body = {"model": "claude-haiku-4", "stream": stream, **body}
+    return path, json.dumps(body).encode(), headers
+
+
+@frozen
+class Reply:
+    """What a client of one wire API made of a response."""
+
+    status: int  # 0: no answer at all (closed, or still silent at the deadline)
+    headers: dict[str, str]
+    streamed: bool  # a 200 event stream
+    text: str  # the answer's text (a stream's deltas joined)
+    finish: str | None  # finish_reason / the response's status / stop_reason
+    complete: bool  # the answer says it is whole
+    error: dict | None  # {"status", "type", "code" (None in Anthropic's shape), "message"}
+    ended: bool  # a stream's proper last event ([DONE], response.completed/failed, message_stop/error)
+    problems: tuple[str, ...] = ()  # what a client of that API could not parse or accept
+    elapsed: float = 0.0
+
+
+def _sse_events(body: bytes) -> list[tuple[str | None, str]]:
+    """(event name, data) of each SSE event; comments (heartbeats) left out."""
+    events = []
+    for block in body.decode("utf-8", "replace").split("\n\n"):
+        name, data = None, []
+        for line in block.split("\n"):
+            if line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].removeprefix(" "))
+        if data:
+            events.append((name, "\n".join(data)))
+    return events
+
+
+def _error_of(api: str, status: int, body: object) -> tuple[dict | None, list[str]]:
+    """The error of an error body, checked against its API's shape."""
+    problems = []
+    if api == "messages":
+        ok = isinstance(body, dict) and body.get("type") == "error" \
+            and isinstance(body.get("error"), dict) and isinstance(body["error"].get("type"), str)
+        if not ok:
+            return None, [f"not an Anthropic error: {body!r:.200}"]
+        return {"status": status, "type": body["error"]["type"], "code": None,
+                "message": body["error"].get("message")}, problems
+    ok = isinstance(body, dict) and set(body) == {"error"} and isinstance(body["error"], dict) \
+        and set(body["error"]) >= {"message", "type", "param", "code"}
+    if not ok:
+        return None, [f"not an OpenAI error: {body!r:.200}"]
+    return {"status": status, **{k: body["error"][k] for k in ("type", "code", "message")}}, problems
+
+
+def read_reply(api: str, response: Response, elapsed: float = 0.0) -> Reply:
+    """A response as a client of `api` reads it: text, finish, error, and anything malformed."""
+    headers = response.headers
+    streamed = response.status == 200 and headers.get("content-type", "").startswith(
+        "text/event-stream")
+    if response.status != 200:
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.body[:200]
+        error, problems = _error_of(api, response.status, body)
+        if response.status and not headers.get("content-type", "").startswith("application/json"):
+            problems.append(f"content-type {headers.get('content-type')!r}")
+        return Reply(response.status, headers, False, "", None, False, error, True,
+                     tuple(problems), elapsed)
+    if not streamed:
+        body = response.json()
+        if api == "chat":
+            choice = body["choices"][0]
+            text, finish = choice["message"].get("content") or "", choice["finish_reason"]
+            complete = finish == "stop"
+        elif api == "responses":
+            text = "".join(part.get("text", "") for item in body["output"]
+                           if item.get("type") == "message" for part in item["content"])
+            finish = body["status"]
+            complete = finish == "completed"
+        else:
+            text = "".join(b.get("text", "") for b in body["content"] if b.get("type") == "text")
+            finish = body["stop_reason"]
+            complete = finish == "end_turn"
+        return Reply(200, headers, False, text, finish, complete, None, True, (), elapsed)
+    return _read_stream(api, headers, _sse_events(response.body), elapsed)
+
+
+def _read_stream(api: str, headers: dict, events: list, elapsed: float) -> Reply:
+    texts, finish, error, ended, problems = [], None, None, False, []
+    for i, (name, data) in enumerate(events):
+        if ended:
+            problems.append(f"an event after the stream's end: {data[:100]}")
+            break
+        if api == "chat":
+            if data == "[DONE]":
+                ended = True
+                continue
+            obj = json.loads(data)
+            if "error" in obj:
+                error, bad = _error_of(api, 200, obj)
+                problems += bad
+                continue
+            if error is not None:
+                problems.append("a chunk after the error")
+            for choice in obj.get("choices", []):
+                texts.append(choice["delta"].get("content") or "")
+                finish = choice.get("finish_reason") or finish
+            continue
+        obj = json.loads(data)
+        kind = obj.get("type")
+        if api == "responses":
+            if kind == "response.output_text.delta":
+                texts.append(obj["delta"])
+            elif kind in ("response.completed", "response.incomplete", "response.failed"):
+                ended = True
+                finish = obj["response"]["status"]
+                if kind == "response.failed":
+                    failed = obj["response"]["error"] or {}
+                    found = _ERROR_SUFFIX.search(failed.get("message", ""))
+                    error = {"status": 200, "type": failed.get("type"),
+                             "code": found.group(1) if found else None,
+                             "message": failed.get("message")}
+            elif kind == "error":
+                problems.append(f"a bare error event: {data[:200]}")
+            continue
+        # messages
+        if name != kind:
+            problems.append(f"event name {name!r} is not its data's type {kind!r}")
+        if kind == "content_block_delta" and obj["delta"].get("type") == "text_delta":
+            texts.append(obj["delta"]["text"])
+        elif kind == "message_delta":
+            finish = obj["delta"].get("stop_reason")
+        elif kind == "message_stop":
+            ended = True
+        elif kind == "error":
+            error, bad = _error_of(api, 200, obj)
+            problems += bad
+            ended = True
+    if error is not None and api == "chat" and not ended:
+        problems.append("no [DONE] after the error")
+    if not ended:
+        problems.append("the stream ended without its last event")
+    complete = error is None and ended and finish in ("stop", "completed", "end_turn")
+    return Reply(200, headers, True, "".join(texts), finish, complete, error, ended,
+                 tuple(problems), elapsed)
+
+
+def ask(daemon: RealDaemon, api: str, text: str, stream: bool, deadline: float = 60.0) -> Reply:
+    """One request to a wire API; no answer within `deadline` seconds is status 0."""
+    path, body, headers = wire_request(api, text, stream)
+    head = [f"POST {path} HTTP/1.1", "host: localhost", "connection: close",
+            f"content-length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items())]
+    started = time.monotonic()
+    end = started + deadline
+    chunks = []
+    try:
+        # One deadline for the whole answer: heartbeats must not keep a hung stream alive.
+        with socket.create_connection(("127.0.0.1", daemon.port), timeout=deadline) as s:
+            s.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+            while True:
+                s.settimeout(max(0.01, end - time.monotonic()))
+                data = s.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+    except OSError as e:  # socket.timeout included
+        return Reply(0, {}, False, "", None, False, None, False,
+                     (f"no whole answer in {deadline:g} s: {e!r}; got {b''.join(chunks)[-200:]!r}",),
+                     time.monotonic() - started)
+    return read_reply(api, parse_response(b"".join(chunks)), time.monotonic() - started)
+
+
+def settled(daemon: RealDaemon) -> bool:
+    """No slot held, nothing queued, no CLI process running."""
+    health = daemon.health()
+    return health["in_flight"] == 0 and health["queued"] == 0 and not daemon.cli_processes()
+
+
+@define
+class MockAPI:
+    """tests/mock_anthropic.py in its own process (the tests' threads block the reactor)."""
+
+    proc: subprocess.Popen
+    base_url: str
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_mock_api() -> MockAPI:
+    proc = subprocess.Popen([sys.executable, "-m", "tests.mock_anthropic", "--port", "0"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    line = proc.stdout.readline()
+    if not line.startswith("LISTENING "):
+        proc.kill()
+        raise AssertionError(f"the mock API did not start: {line!r}")
+    return MockAPI(proc, f"http://127.0.0.1:{int(line.split()[1])}")
