@@ -26,6 +26,7 @@ from claude_proxy.error_shapes import shaped_error
 from claude_proxy.errors import APIError
 from claude_proxy.events import RateLimit
 from claude_proxy.gate import exchange_of
+from claude_proxy.live import after, continuation
 from claude_proxy.metrics import CONTENT_TYPE, Metrics
 from claude_proxy.models import model_list, model_object, resolve
 from claude_proxy.anthropic_messages.door import MessagesDoor
@@ -93,6 +94,7 @@ class ProxyAPI:
             "in_flight": self.runner.in_flight,
             "queued": self.runner.waiting,
             "warm": self._warm(),
+            "sessions": self._sessions(),
             "uptime_seconds": round(self.clock.seconds() - self.started, 1),
         }
         if self.logins:
@@ -113,6 +115,15 @@ class ProxyAPI:
             return {"size": 0}
         return {"size": pool.size, "waiting": pool.count, "ready": pool.ready_count(),
                 "hits": pool.hits, "misses": pool.misses}
+
+    def _sessions(self) -> dict:
+        sessions = self.runner.sessions
+        if sessions is None:
+            return {"size": 0}
+        return {"size": sessions.size, "ttl_seconds": sessions.ttl, "live": sessions.count,
+                "waiting_for_tools": sessions.waiting_for_tools,
+                "continued": sessions.continued, "fallbacks": dict(sessions.fallbacks),
+                "ended": dict(sessions.ended)}
 
     @app.route("/metrics", methods=["GET"])
     def prometheus(self, request: IRequest) -> bytes:
@@ -185,8 +196,15 @@ class ProxyAPI:
             plan = build_plan(wanted, self.settings, account.environ(self.environ))
             writer = self._writer(request, opened, account)
             _set_headers(request, self.accounts.headers(account))
+
+            def observed(report: RateLimit, account: Account = account) -> None:
+                # Also after the answer: a live session's CLI reports it after its last event.
+                self.accounts.observed(account, report, self.clock.seconds())
+
             try:
-                writer.begin(self.runner.submit(plan, writer))
+                writer.begin(self.runner.submit(
+                    plan, writer, continuation(plan, wanted, exchange.key_id), observed,
+                    self.accounts.awaits_quota(account)))
                 body = await writer.done
             except APIError as error:
                 if writer.committed or not self.accounts.rejected(account, error,
@@ -211,13 +229,13 @@ class ProxyAPI:
             exchange.first_token = self.clock.seconds() - exchange.started
 
         def quota(report: RateLimit) -> None:
-            self.accounts.observed(account, report, self.clock.seconds())
+            # The account has seen it already (the run's on_quota): the headers follow it.
             if not request.startedWriting:
                 _set_headers(request, self.accounts.headers(account))
 
         answer = Answer(wanted.stop, structured=wanted.output is not None)
         common = dict(answer=answer, clock=self.clock, on_output=first_output, on_quota=quota,
-                      await_quota=self.accounts.awaits_quota(account))
+                      keep=lambda whole: after(wanted, whole))
         if wanted.stream:
             return StreamWriter(opened.encoder, request, self.hold, self.heartbeat, **common)
         return BufferedWriter(opened.encoder, **common)

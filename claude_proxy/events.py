@@ -132,6 +132,13 @@ class ControlRequest:
 
 
 @frozen
+class ControlResponse:
+    """The CLI answers a control request of the proxy's (the initialize request)."""
+
+    request_id: str
+
+
+@frozen
 class ApiRetry:
     """The CLI is retrying a failed API call (system/api_retry)."""
 
@@ -183,7 +190,7 @@ class RateLimit:
 
 Event = (MessageStart | TextDelta | ThinkingDelta | ThinkingSignature | ThinkingTokens | ToolUseStart
          | ToolInputDelta | AssistantToolUse | ToolPermission | MessageDelta
-         | ControlRequest | ApiRetry | RateLimit | Result)
+         | ControlRequest | ControlResponse | ApiRetry | RateLimit | Result)
 
 
 def parse_line(line: bytes) -> Event | None:
@@ -214,6 +221,10 @@ def parse_line(line: bytes) -> Event | None:
         if not isinstance(request, dict):
             return None
         return ControlRequest(str(obj.get("request_id", "")), str(request.get("subtype", "")), request)
+    if kind == "control_response":
+        response = obj.get("response")
+        return ControlResponse(str(response.get("request_id", ""))) \
+            if isinstance(response, dict) else None
     if kind == "result":
         text = obj.get("result")
         status = obj.get("api_error_status")

@@ -5,15 +5,16 @@ library's global one, so tests and several daemons in one process stay apart).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from attrs import define, field
 from prometheus_client import (
     CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from claude_proxy.accounts import Accounts
+from claude_proxy.live_sessions import LiveSessions
 
 # Seconds: a cold CLI answers in ~0.5 s; agents' turns run to minutes.
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -55,7 +56,14 @@ class Metrics:
               registry=r).set_function(lambda: self.runner.waiting)
         Gauge("claude_proxy_warm_processes", "CLI processes started ahead of time, waiting.",
               registry=r).set_function(lambda: self.runner.pool.count if self.runner.pool else 0)
+        Gauge("claude_proxy_live_sessions", "CLI sessions kept with their conversation, waiting "
+              "for its next request.", registry=r).set_function(
+            lambda: self.runner.sessions.count if self.runner.sessions else 0)
+        Gauge("claude_proxy_live_sessions_waiting_for_tools", "Live sessions whose turn waits "
+              "on the client's tool results.", registry=r).set_function(
+            lambda: self.runner.sessions.waiting_for_tools if self.runner.sessions else 0)
         r.register(_Quota(self.accounts))
+        r.register(_Sessions(self.runner))
 
     def _model(self, model: str) -> str:
         if model not in self._models and len(self._models) < MAX_MODEL_LABELS:
@@ -78,6 +86,36 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class SessionsSource(Protocol):
+    """What the sessions' metrics read (the Runner)."""
+
+    @property
+    def sessions(self) -> LiveSessions | None: ...
+
+
+@define(eq=False)  # hashable: the registry keeps collectors in a dict
+class _Sessions:
+    """Continuations and fallbacks by why (a collector: read at scrape time)."""
+
+    runner: SessionsSource
+
+    def collect(self) -> Any:
+        continued = CounterMetricFamily(
+            "claude_proxy_session_continuations", "Requests that continued a live CLI session.")
+        fallbacks = CounterMetricFamily(
+            "claude_proxy_session_fallbacks", "Requests with history that started a CLI and "
+            "replayed it instead, by why.", labels=["reason"])
+        ended = CounterMetricFamily("claude_proxy_sessions_ended",
+                                    "Live sessions let go, by why.", labels=["reason"])
+        sessions = self.runner.sessions
+        continued.add_metric([], sessions.continued if sessions else 0)
+        for why, count in (sessions.fallbacks.items() if sessions else ()):
+            fallbacks.add_metric([why], count)
+        for why, count in (sessions.ended.items() if sessions else ()):
+            ended.add_metric([why], count)
+        return [continued, fallbacks, ended]
 
 
 @define(eq=False)  # hashable: the registry keeps collectors in a dict

@@ -89,6 +89,14 @@ class RunPlan:
                             self.initialize.decode("utf-8")])
         return hashlib.sha256(fixed.encode("utf-8")).hexdigest()
 
+    @property
+    def continuable(self) -> bool:
+        """
+        Whether the CLI's conversation is what the client gets: not with an output
+        schema (the CLI's history holds its StructuredOutput tool call, the client JSON).
+        """
+        return "--json-schema" not in self.base_args
+
     def argv(self, system_prompt_file: str) -> list[str]:
         # The system prompt goes through a private file: one argv string is capped
         # at 128 KiB and every argv is visible in `ps`.

@@ -1,7 +1,7 @@
 """
 The CLI's ProcessProtocol: the first stdin batch in, stdout out as lines,
 stderr kept bounded. It decides nothing; it feeds a controller (see
-runner.CLIRun), which writes the rest of stdin and closes it.
+session.CLISession), which writes the rest of stdin and closes it.
 """
 
 from __future__ import annotations
@@ -38,10 +38,6 @@ class LineProcessProtocol(ProcessProtocol):
         self._partial: list[bytes] = []
         self._partial_size = 0
         self._stderr = bytearray()
-
-    def hand_over(self, controller: Controller) -> None:
-        """A pre-started process now works for a request: its lines go there."""
-        self._controller = controller
 
     def connectionMade(self) -> None:
         # stdin stays open: the CLI asks questions on the control channel

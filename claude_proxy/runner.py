@@ -1,37 +1,40 @@
 """
-Running the CLI: admission (a concurrency limit and a bounded queue), spawning,
-the idle and total timers, and TERM then KILL. Every timer is cancelled on
-every way out.
+Running a request's turn: admission (a concurrency limit and a bounded queue),
+a CLI session to run it in (a live one that holds its conversation, a
+pre-started one, or a new one), the idle and total timers, and what becomes of
+the session once the answer is given: kept live for the conversation's next
+request, or ended. Every timer is cancelled on every way out.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from collections import deque
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
-from attrs import Factory, define, field
+from attrs import define, field
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.interfaces import IDelayedCall, IProcessTransport
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from claude_proxy.errors import (
     APIError, classify_cli_error, classify_exit, cli_unavailable, queue_full, timeout_error,
 )
-from claude_proxy.events import (
-    ApiRetry, ControlRequest, Event, MessageStart, RateLimit, Result, ToolPermission, parse_line,
-)
+from claude_proxy.events import ApiRetry, Event, MessageStart, RateLimit, Result, ToolPermission
+from claude_proxy.live import Continuation
+from claude_proxy.live_sessions import LiveSessions
 from claude_proxy.plan import RunPlan
-from claude_proxy.process import LineProcessProtocol
-from claude_proxy.tether import Tether, send_signal
-from claude_proxy.tools import mcp_answer
+from claude_proxy.pool import WarmPool
+from claude_proxy.session import IDLE, TOOLS, TURN, CLISession, ProcessReactor
+from claude_proxy.tether import Tether
 
 log = Logger()
+
+# When an answer is whole before the CLI's turn ends (a tool call, the token limit, a
+# stop) and its session is not kept, the CLI reports the account's quota a few ms later
+# (CLI 2.1.330: after message_stop); it is ended once it has, or after this long.
+QUOTA_GRACE_SECONDS = 0.5
 
 SHUTTING_DOWN = APIError(503, "The proxy is shutting down.", "server_error", "shutting_down")
 # A bug of the proxy's own, met inside one run: that run fails, the daemon goes on.
@@ -41,54 +44,6 @@ NOT_UNICODE = APIError(400, "The system prompt is not valid Unicode (it holds a 
                        "invalid_request_error", "invalid_text", "messages")
 OUTPUT_TOO_LONG = APIError(502, "The Claude Code CLI wrote a runaway output line.",
                            "server_error", "cli_error")
-
-
-def control_answer(plan: RunPlan, event: ControlRequest) -> bytes:
-    """The answer to a control request of the CLI's other than can_use_tool."""
-    if event.subtype == "mcp_message" and isinstance(event.request.get("message"), dict):
-        body = {"subtype": "success", "request_id": event.request_id,
-                "response": {"mcp_response": mcp_answer(plan.tools, event.request["message"])}}
-    else:
-        body = {"subtype": "error", "request_id": event.request_id,
-                "error": f"The proxy does not handle {event.subtype!r}."}
-    return json.dumps({"type": "control_response", "response": body},
-                      separators=(",", ":")).encode() + b"\n"
-
-
-def spawn(reactor: Any, plan: RunPlan, controller: Any, scratch_root: str | None,
-          first: bytes, tether: Tether | None = None,
-          ) -> tuple[IProcessTransport, LineProcessProtocol, str]:
-    """
-    Start the CLI for a plan in a private scratch directory (its system prompt
-    file, CLAUDE_CODE_TMPDIR and CLAUDE_CONFIG_DIR inside), writing `first` to
-    its stdin, tied to the daemon's life when there is a tether. Returns the
-    transport, the protocol and the directory.
-    """
-    # Encoded before anything is made: a lone surrogate fails here, with nothing to undo.
-    prompt = plan.system_prompt.encode("utf-8")
-    workdir = tempfile.mkdtemp(prefix="claude-proxy-", dir=scratch_root)
-    try:
-        prompt_file = os.path.join(workdir, "system-prompt.txt")
-        fd = os.open(prompt_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(prompt)
-        scratch = {}
-        for name, variable in (("tmp", "CLAUDE_CODE_TMPDIR"), ("config", "CLAUDE_CONFIG_DIR")):
-            scratch[variable] = os.path.join(workdir, name)
-            os.mkdir(scratch[variable], 0o700)
-        # --cli-env may still name its own config dir.
-        env = {**scratch, **plan.env}
-        argv = plan.argv(prompt_file)
-        if tether is not None:
-            argv = tether.argv(argv)
-        protocol = LineProcessProtocol(controller, first)
-        transport = reactor.spawnProcess(protocol, argv[0], argv, env=env, path=workdir)
-        if tether is not None:
-            tether.spawned(transport)
-    except BaseException:
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise
-    return transport, protocol, workdir
 
 
 def run_error(failure: BaseException, path: str) -> APIError:
@@ -115,36 +70,54 @@ class RunConsumer(Protocol):
 @define(eq=False)
 class CLIRun:
     """
-    One request's CLI process, from queued to reaped. It is also the push
-    producer of a streaming response: a slow client stops us reading the CLI.
+    One request's turn, from queued to answered. It is the listener of the
+    session it runs in, and the push producer of a streaming response: a
+    slow client stops us reading the CLI.
     """
 
     runner: Runner
     plan: RunPlan
     consumer: RunConsumer | None
-    exited: Deferred = Factory(Deferred)
-    transport: IProcessTransport | None = None
-    _workdir: str | None = None
+    # The conversation's keys and what a live session would be sent; None: never kept.
+    turn: Continuation | None = None
+    # The account's quota reports, also those that come after the answer.
+    on_quota: Callable[[RateLimit], None] | None = None
+    # Whether a CLI that is ended after an early answer gets QUOTA_GRACE_SECONDS to report it.
+    await_quota: bool = False
+    session: CLISession | None = None
+    continued: bool = False  # the session is a live one that holds the conversation
+    exited: Deferred = field(factory=Deferred)  # fires when the run no longer holds a slot
     _total: IDelayedCall | None = None
     _idle: IDelayedCall | None = None
     _kill: IDelayedCall | None = None
+    _grace: IDelayedCall | None = None
     _paused: bool = False
     _resets_at: int | None = None
     _retry_after: int | None = None
-    _batches_sent: int = 0
-    _terminating: bool = False
-    _done: bool = False
+    _quota_seen: bool = False
+    _done: bool = False  # the consumer has had its ending
+    _answered: bool = False  # the answer is delivered: the rest of the turn is not its
+    _keep: str | None = None  # the conversation the session holds, if it may be kept
+    _early: bool = False  # the answer was whole before the turn's result
+    _over: bool = False
 
-    def _later(self, seconds: float, f: Any, *args: Any) -> IDelayedCall:
+    def _later(self, seconds: float, f: Callable[..., object], *args: object) -> IDelayedCall:
         return self.runner.reactor.callLater(seconds, f, *args)
+
+    @property
+    def keepable(self) -> bool:
+        """Whether the session may live on after this turn."""
+        return self.runner.sessions is not None and self.runner.sessions.size > 0 \
+            and self.turn is not None and self.plan.continuable
 
     def queued(self) -> None:
         self._total = self._later(self.runner.timeout, self._timed_out, "total")
 
     def start(self) -> None:
         """
-        Take a pre-started process or spawn one. Whatever fails on the way
-        fails this run alone: its slot and scratch directory are given back.
+        Run the turn in a live session, a pre-started one or a new one.
+        Whatever fails on the way fails this run alone: its slot and scratch
+        directory are given back.
         """
         try:
             self._start()
@@ -152,76 +125,69 @@ class CLIRun:
             if not isinstance(e, (OSError, UnicodeError, APIError)):
                 log.failure("Starting a CLI run failed")
             self._report_error(run_error(e, self.plan.base_args[0]))
-            if self.transport is not None:
+            if self.session is not None and self.session.pid is not None:
                 self.terminate()  # its exit cleans up
             else:
-                self._cleanup()
+                self._release()
 
     def _start(self) -> None:
-        warm = self.runner.pool.take(self.plan) if self.runner.pool is not None else None
-        if warm is not None:
-            # A pre-started process: spawned and initialized, waiting for its turn.
-            self.transport, self._workdir = warm.transport, warm.workdir
-            warm.protocol.hand_over(self)
-            self._write(self.plan.stdin[0])
+        # Without tools and when the session is not kept, stdin closes once all is
+        # written: the CLI has nothing to ask and exits after its answer.
+        close = not self.plan.tools and not self.keepable
+        if self.session is not None:
+            # A live session holding the conversation: only the new part goes.
+            self.session.attach(self)
+            assert self.turn is not None
+            if self.session.state == TOOLS and self.turn.results is not None:
+                self.session.give_results(self.turn.results)
+            else:
+                self.session.send([self.turn.line])
         else:
-            self.transport, _, self._workdir = spawn(
-                self.runner.reactor, self.plan, self, self.runner.scratch_root,
-                self.plan.initialize + self.plan.stdin[0], self.runner.tether)
-        self._sent_batch()
+            warm = self.runner.pool.take(self.plan) if self.runner.pool is not None else None
+            if warm is not None:
+                self.session = warm
+                warm.attach(self)
+                warm.send(self.plan.stdin, close_after=close)
+            else:
+                self.session = CLISession(self.runner.reactor, self.plan,
+                                          self.runner.scratch_root, self.runner.tether)
+                self.session.attach(self)
+                self.session.start(self.plan.stdin, close_after=close)
+        self.session.on_quota = self.on_quota
         if self._paused:
-            self.transport.pauseProducing()
+            self.session.pause()
         else:
             self._arm_idle()
 
-    # -- what the process protocol tells us
+    # -- what the session tells us
 
-    def output_seen(self) -> None:
+    def session_output(self) -> None:
         self._arm_idle()
 
-    def line_received(self, line: bytes) -> None:
+    def session_event(self, event: Event) -> None:
         try:
-            self._line(line)
+            self._event(event)
         except Exception:
             self._crashed("handling a line of the CLI's output")
 
-    def _line(self, line: bytes) -> None:
+    def _event(self, event: Event) -> None:
+        if isinstance(event, RateLimit):
+            self._quota_seen = True
+            if event.status == "rejected":
+                self._resets_at = event.resets_at
+        if self._answered:
+            self._after_answer(event)
+            return
         if self._done:
             return
-        event = parse_line(line)
-        if event is None:
-            return
-        if isinstance(event, ControlRequest):
-            self._control(event)
-            return
-        if isinstance(event, Result) and self._batches_sent < len(self.plan.stdin):
-            if not event.is_error:
-                # A replayed history message is in place: send the next batch.
-                self._write(self.plan.stdin[self._batches_sent])
-                self._sent_batch()
-                return
-            log.warn("The CLI refused replayed history message {n}: {text}",
-                     n=self._batches_sent, text=event.text[:300])
         if isinstance(event, Result):
-            if self.transport is not None:
-                self.transport.closeStdin()  # the CLI exits once it has nothing to read
-            if event.is_error:
-                self._report_error(classify_cli_error(
-                    event.text, event.api_error_status, self.runner.reactor.seconds(),
-                    self._resets_at, self._retry_after))
-            else:
-                self._end(lambda c: c.cli_finished(event))
-            # The answer is complete; the process should exit on its own now.
-            self._cancel_timers()
-            self._kill = self._later(self.runner.kill_grace, self.terminate)
+            self._result(event)
             return
         if isinstance(event, MessageStart) and self.plan.model.startswith("claude-") \
                 and event.model and event.model != self.plan.model:
             # The CLI maps some full ids to newer models without saying so.
             log.warn("The CLI ran {actual} for the requested {requested}",
                      actual=event.model, requested=self.plan.model)
-        if isinstance(event, RateLimit) and event.status == "rejected":
-            self._resets_at = event.resets_at
         if isinstance(event, ApiRetry):
             log.info("CLI retrying the API call (attempt {attempt}, status {status})",
                      attempt=event.attempt, status=event.error_status)
@@ -232,36 +198,22 @@ class CLIRun:
                 self._retry_after = -(-delay // 1000)
         self._report(lambda c: c.cli_event(event))
 
-    def _write(self, data: bytes) -> None:
-        if self.transport is not None:
-            self.transport.write(data)
+    def _result(self, event: Result) -> None:
+        if event.is_error:
+            self._report_error(classify_cli_error(
+                event.text, event.api_error_status, self.runner.reactor.seconds(),
+                self._resets_at, self._retry_after))
+        else:
+            # The consumer says whether the session may be kept (finish()).
+            self._end(lambda c: c.cli_finished(event))
+        if not self._answered:
+            self._retire()
 
-    def _sent_batch(self) -> None:
-        self._batches_sent += 1
-        if self._batches_sent == len(self.plan.stdin) and not self.plan.tools \
-                and self.transport is not None:
-            # Nothing more to say and no tools to serve: with stdin still open the
-            # CLI waits for more input before it starts the turn (~20 ms measured).
-            self.transport.closeStdin()
-
-    def _control(self, event: ControlRequest) -> None:
-        if event.subtype == "can_use_tool":
-            # Never answered: the CLI waits, the answer ends at the model's
-            # message_stop (or here, when there was no stream to see it in)
-            # and the run is ended before any tool could run.
-            log.debug("The model called {tool}; held for the client",
-                      tool=event.request.get("tool_name"))
-            permission = ToolPermission(str(event.request.get("tool_use_id", "")))
-            self._report(lambda c: c.cli_event(permission))
-            return
-        self._write(control_answer(self.plan, event))
-
-    def line_too_long(self) -> None:
+    def session_broken(self) -> None:
         self._report_error(OUTPUT_TOO_LONG)
         self.terminate()
 
-    def process_ended(self, exit_code: int | None, signal: int | None, stderr: str) -> None:
-        self.transport = None
+    def session_ended(self, exit_code: int | None, signal: int | None, stderr: str) -> None:
         try:
             if not self._done:
                 self._report_error(classify_exit(exit_code, signal, stderr,
@@ -269,7 +221,7 @@ class CLIRun:
         except Exception:
             self._crashed("classifying the CLI's exit")
         finally:
-            self._cleanup()
+            self._release()
 
     def _crashed(self, doing: str) -> None:
         """A bug of the proxy's met in this run: fail it alone and end its process."""
@@ -277,16 +229,70 @@ class CLIRun:
         self._report_error(INTERNAL_ERROR)
         self.terminate()
 
+    # -- the answer is delivered: keep the session, or end it
+
+    def finish(self, keep: str | None) -> None:
+        """
+        The answer is delivered. `keep`: the conversation the session now holds
+        when the client may continue it (else None); the rest of the turn is
+        not the answer's.
+        """
+        if self._answered or self._over:
+            return
+        self._answered = True
+        self._done = True
+        self.consumer = None
+        self._keep = keep if self.keepable else None
+        self._early = self.session is not None and self.session.state == TURN
+        self._settle()
+
+    def _after_answer(self, event: Event) -> None:
+        if isinstance(event, RateLimit) and self._grace is not None:
+            self.terminate()  # the quota is reported: nothing more to wait for
+        elif isinstance(event, (ToolPermission, Result)):
+            self._settle()
+
+    def _settle(self) -> None:
+        session = self.session
+        if session is None or not session.alive:
+            return
+        if self._keep is not None and (session.state == TOOLS or (
+                session.state == IDLE and not self._early)):
+            self._park(session, self._keep)
+        elif session.state == IDLE:
+            self._retire()
+        elif self._keep is None and self._grace is None and self._kill is None:
+            # Ended early (a tool call, the token limit, a stop): the CLI would go on.
+            if self.await_quota and not self._quota_seen:
+                self._cancel_timers()
+                self._grace = self._later(QUOTA_GRACE_SECONDS, self.terminate)
+            else:
+                self.terminate()
+
+    def _park(self, session: CLISession, conversation: str) -> None:
+        assert self.turn is not None and self.runner.sessions is not None
+        session.detach()
+        self.runner.sessions.park(session, self.turn.shape, conversation)
+        self.session = None
+        self._release()
+
+    def _retire(self) -> None:
+        """The turn is over and the session not kept: it exits once stdin closes."""
+        if self.session is None or self._kill is not None:
+            return
+        self.session.close_stdin()
+        self._cancel_timers()
+        self._kill = self._later(self.runner.kill_grace, self.terminate)
+
     # -- ending
 
     def cancel(self) -> None:
-        """
-        The client went away: end the process (or leave the queue) quietly.
-        """
+        """The client went away: end the process (or leave the queue) quietly."""
         self._done = True
-        if self.transport is None and self._workdir is None:
+        self.consumer = None
+        if self.session is None:
             self.runner._dequeue(self)
-            self._cleanup()
+            self._release()
         else:
             self.terminate()
 
@@ -295,24 +301,10 @@ class CLIRun:
         self.cancel()
 
     def terminate(self) -> None:
-        """
-        SIGTERM now, SIGKILL after the grace period if it is still there.
-        """
+        """SIGTERM now, SIGKILL after the grace period if it is still there."""
         self._cancel_timers()
-        if self.transport is None or self._terminating:
-            return
-        self._terminating = True
-        self._signal("TERM")
-        self._kill = self._later(self.runner.kill_grace, self._signal, "KILL")
-
-    def _signal(self, name: str) -> None:
-        if self.transport is None:
-            return
-        try:
-            send_signal(self.runner.tether, self.transport, name)
-        except ProcessExitedAlready:
-            return
-        log.info("Sent SIG{signal} to the CLI (pid {pid})", signal=name, pid=self.transport.pid)
+        if self.session is not None:
+            self.session.end(self.runner.kill_grace)
 
     def _timed_out(self, kind: str) -> None:
         seconds = self.runner.timeout if kind == "total" else self.runner.idle_timeout
@@ -323,7 +315,7 @@ class CLIRun:
         self.fail(timeout_error(kind, seconds))
 
     def _arm_idle(self) -> None:
-        if self._done or self._terminating:
+        if self._done or self.session is None or not self.session.alive:
             return
         if self._idle is not None and self._idle.active():
             self._idle.reset(self.runner.idle_timeout)
@@ -331,12 +323,12 @@ class CLIRun:
             self._idle = self._later(self.runner.idle_timeout, self._timed_out, "idle")
 
     def _cancel_timers(self) -> None:
-        for call in (self._total, self._idle, self._kill):
+        for call in (self._total, self._idle, self._kill, self._grace):
             if call is not None and call.active():
                 call.cancel()
-        self._total = self._idle = self._kill = None
+        self._total = self._idle = self._kill = self._grace = None
 
-    def _report(self, deliver: Any) -> None:
+    def _report(self, deliver: Callable[[RunConsumer], None]) -> None:
         if self._done or self.consumer is None:
             return
         try:
@@ -344,7 +336,7 @@ class CLIRun:
         except Exception:
             self._crashed("handing a CLI event to the response")
 
-    def _end(self, deliver: Any) -> None:
+    def _end(self, deliver: Callable[[RunConsumer], None]) -> None:
         """Deliver the one ending; nothing reaches the consumer after it."""
         if self._done:
             return
@@ -357,28 +349,29 @@ class CLIRun:
         except Exception:
             # The response could not take its ending: there is no one left to tell.
             log.failure("Internal error while ending a response")
+            self._answered = True
             self.terminate()
 
     def _report_error(self, error: APIError) -> None:
         self._end(lambda c: c.cli_failed(error))
 
-    def _cleanup(self) -> None:
+    def _release(self) -> None:
+        """The run holds no slot any more: its session has exited or lives on."""
         self._cancel_timers()
-        if self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-            self._workdir = None
+        if self._over:
+            return
+        self._over = True
         try:
             self.runner._release(self)
         finally:
-            if not self.exited.called:
-                self.exited.callback(None)
+            self.exited.callback(None)
 
     # -- IPushProducer, for the streaming response
 
     def pauseProducing(self) -> None:
         self._paused = True
-        if self.transport is not None:
-            self.transport.pauseProducing()
+        if self.session is not None:
+            self.session.pause()
         # A client that reads slowly is not a silent CLI.
         if self._idle is not None and self._idle.active():
             self._idle.cancel()
@@ -386,8 +379,8 @@ class CLIRun:
 
     def resumeProducing(self) -> None:
         self._paused = False
-        if self.transport is not None:
-            self.transport.resumeProducing()
+        if self.session is not None:
+            self.session.resume()
             self._arm_idle()
 
     def stopProducing(self) -> None:
@@ -398,10 +391,11 @@ class CLIRun:
 class Runner(Service):
     """
     Admits runs up to max_concurrent at once, queues up to queue_size more,
-    and ends every process it started when the service stops.
+    and ends every process it started when the service stops. Pre-started and
+    live sessions count inside the limit; a run that needs a slot ends one.
     """
 
-    reactor: Any  # IReactorProcess and IReactorTime
+    reactor: ProcessReactor
     max_concurrent: int = 4
     queue_size: int = 32
     timeout: float = 600.0
@@ -409,10 +403,11 @@ class Runner(Service):
     kill_grace: float = 5.0
     scratch_root: str | None = None
     shutdown_grace: float = 0.0
-    pool: Any = None  # a WarmPool of pre-started processes, or None
+    pool: WarmPool | None = None  # pre-started sessions
+    sessions: LiveSessions | None = None  # sessions kept with their conversation
     tether: Tether | None = None  # ties each CLI's life to the daemon's
-    _active: set = field(factory=set)
-    _queue: deque = field(factory=deque)
+    _active: set[CLIRun] = field(factory=set)
+    _queue: deque[CLIRun] = field(factory=deque)
     _stopping: bool = False
 
     def startService(self) -> None:
@@ -420,15 +415,26 @@ class Runner(Service):
         if self.tether is not None:
             self.tether.sweep()
 
-    def submit(self, plan: RunPlan, consumer: RunConsumer) -> CLIRun:
+    def submit(self, plan: RunPlan, consumer: RunConsumer, turn: Continuation | None = None,
+               on_quota: Callable[[RateLimit], None] | None = None,
+               await_quota: bool = False) -> CLIRun:
         """
-        Start a run now, or queue it; a full queue raises a 429 at once.
+        Continue a live session, start a run now, or queue it; a full queue
+        raises a 429 at once.
         """
         if self._stopping:
             raise SHUTTING_DOWN
+        run = CLIRun(self, plan, consumer, turn, on_quota, await_quota)
+        live = self._take_live(run)
+        if live is not None:
+            # Its process already counts inside the limit: nothing to wait for.
+            run.session, run.continued = live, True
+            run.queued()
+            self._active.add(run)
+            run.start()
+            return run
         if len(self._active) >= self.max_concurrent and len(self._queue) >= self.queue_size:
             raise queue_full(retry_after=5)
-        run = CLIRun(self, plan, consumer)
         run.queued()
         if len(self._active) < self.max_concurrent:
             self._launch(run)
@@ -437,7 +443,16 @@ class Runner(Service):
         self._warm(lambda pool: pool.note(plan, self._room()))
         return run
 
-    def _warm(self, step: Any) -> None:
+    def _take_live(self, run: CLIRun) -> CLISession | None:
+        if not run.keepable or run.turn is None or self.sessions is None:
+            return None
+        try:
+            return self.sessions.take(run.turn)
+        except Exception:
+            log.failure("Internal error in the live sessions")
+            return None
+
+    def _warm(self, step: Callable[[WarmPool], None]) -> None:
         """A step of the warm pool's; a failure there costs a pre-started process, no request."""
         if self.pool is None:
             return
@@ -446,20 +461,29 @@ class Runner(Service):
         except Exception:
             log.failure("Internal error in the warm pool")
 
-    def _launch(self, run: CLIRun) -> None:
-        # Pre-started processes count inside the limit: one of another shape gives way.
-        def make_room(pool: Any) -> None:
-            if not pool.has(run.plan):
-                while len(self._active) + pool.count >= self.max_concurrent and pool.evict_one():
-                    pass
+    def _held(self) -> int:
+        """Processes that wait without a request: pre-started and live sessions."""
+        return (self.pool.count if self.pool is not None else 0) + \
+            (self.sessions.count if self.sessions is not None else 0)
 
-        self._warm(make_room)
+    def _launch(self, run: CLIRun) -> None:
+        # A run that takes a pre-started process of its shape frees that slot itself;
+        # otherwise waiting processes give way: pre-started ones (they have done
+        # nothing) first, then the least recently used live session.
+        def full() -> bool:
+            return len(self._active) + self._held() >= self.max_concurrent
+
+        pool, sessions = self.pool, self.sessions
+        if pool is None or not pool.has(run.plan):
+            while full() and pool is not None and pool.evict_one():
+                pass
+            while full() and sessions is not None and sessions.evict_one():
+                pass
         self._active.add(run)
         run.start()  # it fails alone, never raises
 
     def _room(self) -> int:
-        waiting = self.pool.count if self.pool is not None else 0
-        return max(0, self.max_concurrent - len(self._active) - len(self._queue) - waiting)
+        return max(0, self.max_concurrent - len(self._active) - len(self._queue) - self._held())
 
     @property
     def in_flight(self) -> int:
@@ -484,15 +508,16 @@ class Runner(Service):
         """
         Queued requests fail at once; running ones get shutdown_grace seconds
         to finish, then fail too (a stream gets an error event and [DONE]),
-        and every CLI process is ended.
+        and every CLI process is ended, live and pre-started ones at once.
         """
         self._stopping = True
         super().stopService()
         for run in list(self._queue):
             run.fail(SHUTTING_DOWN)
         running = list(self._active)
-        warm = self.pool.stop() if self.pool is not None else []
-        done = DeferredList([run.exited for run in running] + warm)
+        waiting = (self.pool.stop() if self.pool is not None else []) + \
+            (self.sessions.stop() if self.sessions is not None else [])
+        done = DeferredList([run.exited for run in running] + waiting)
         if running and self.shutdown_grace <= 0:
             self._end_all()
         elif running:

@@ -25,6 +25,7 @@ from claude_proxy.cli import CLIMissing, CLIProbe, find_claude, version_now
 from claude_proxy.gate import LOOPBACK_NAMES, Gate, ProxySite
 from claude_proxy.metrics import Metrics
 from claude_proxy.plan import CLISettings, child_env
+from claude_proxy.live_sessions import LiveSessions
 from claude_proxy.pool import WarmPool
 from claude_proxy.runner import Runner
 from claude_proxy.tether import Tether, default_state_dir, record_name
@@ -116,6 +117,13 @@ class Options(usage.Options):
         ["warm", None, 1, "CLI processes kept started ahead of time for recent request shapes "
                           "(counted inside --max-concurrent); 0: none.", _non_negative_int],
         ["warm-ttl", None, 600.0, "Seconds a pre-started process may wait before it is replaced.",
+         _positive(float)],
+        ["sessions", None, 3,
+         "Live CLI sessions kept between a conversation's turns, so its next request (a "
+         "follow-up or tool results) continues the same CLI instead of starting one and "
+         "replaying the history (counted inside --max-concurrent; ~200 MiB each); 0: none.",
+         _non_negative_int],
+        ["session-ttl", None, 600.0, "Seconds a live session may wait for its next request.",
          _positive(float)],
         ["read-timeout", None, 60.0,
          "Seconds a request (its head and body) may take to arrive; then 408.",
@@ -296,6 +304,8 @@ def makeService(options: Options, reactor: Any = None,
     if options["warm"]:
         runner.pool = WarmPool(reactor, min(options["warm"], options["max-concurrent"]),
                                options["warm-ttl"], tether=runner.tether)
+    if options["sessions"]:
+        runner.sessions = LiveSessions(reactor, options["sessions"], options["session-ttl"])
     runner.setName("runner")
     runner.setServiceParent(top)
     accounts = Accounts(tuple(Account(name, d) for name, d in options["account"])

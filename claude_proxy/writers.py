@@ -11,7 +11,7 @@ whose cancellation (the client went away) ends the CLI run.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from attrs import define, field
 from twisted.internet.defer import Deferred
@@ -28,15 +28,27 @@ from claude_proxy.events import Event, MessageStart, RateLimit, Result, Usage
 HOLD_HEADERS_SECONDS = 10.0
 # Something on the wire at least this often while the CLI is silent (long thinking).
 HEARTBEAT_SECONDS = 15.0
-# When an answer is whole before the CLI's turn ends (a tool call, the token limit, a
-# stop), the CLI reports the account's quota a few ms later (CLI 2.1.330: after
-# message_stop); it is ended once it has, or after this long.
-QUOTA_GRACE_SECONDS = 0.5
 
 STREAM_DIVERGED = APIError(
     502, "The Claude API's stream broke after part of this answer was sent, and the retry "
          "answered differently: the text sent so far is not the answer. Retry the request.",
     "server_error", "stream_interrupted")
+
+
+class RunHandle(Protocol):
+    """What a writer may tell the run it consumes."""
+
+    def finish(self, keep: str | None) -> None:
+        """The answer is delivered; `keep`: the conversation its session holds, if kept."""
+
+    def cancel(self) -> None:
+        """The client went away: end the run."""
+
+    def pauseProducing(self) -> None: ...
+
+    def resumeProducing(self) -> None: ...
+
+    def stopProducing(self) -> None: ...
 
 
 class Encoder(Protocol):
@@ -70,23 +82,22 @@ class _Ending:
     answer: Answer = field(factory=Answer, kw_only=True)
     clock: IReactorTime | None = field(default=None, kw_only=True)
     # Called when the first content, reasoning or tool call is known (time to first token).
-    on_output: Any = field(default=None, kw_only=True)
-    # Called with the account's quota when the CLI reports it.
+    on_output: Callable[[], None] | None = field(default=None, kw_only=True)
+    # Called with the account's quota when the CLI reports it before the answer ends.
     on_quota: Callable[[RateLimit], None] | None = field(default=None, kw_only=True)
-    # Whether a CLI whose answer ended early is given QUOTA_GRACE_SECONDS to report it.
-    await_quota: bool = field(default=False, kw_only=True)
-    run: Any = field(default=None, init=False)
+    # The conversation a live session holds once this answer is given (None: not kept).
+    keep: Callable[[Answer], str | None] | None = field(default=None, kw_only=True)
+    run: RunHandle | None = field(default=None, init=False)
     usage: Usage | None = field(default=None, init=False)
     error: APIError | None = field(default=None, init=False)
     committed: bool = field(default=False, init=False)  # bytes of the response have gone out
     quota_seen: bool = field(default=False, init=False)
-    _answered: bool = field(default=False, init=False)  # early: only the quota is awaited
-    _grace: IDelayedCall | None = field(default=None, init=False)
+    _answered: bool = field(default=False, init=False)  # early: the rest is not the answer's
 
     def __attrs_post_init__(self) -> None:
         self.done = Deferred(self._cancelled)
 
-    def begin(self, run: Any) -> None:
+    def begin(self, run: RunHandle) -> None:
         """The run is submitted: from now on a cancellation ends it."""
         self.run = run
 
@@ -102,9 +113,6 @@ class _Ending:
 
     def _stop(self) -> None:
         """Cancel the writer's timers."""
-        if self._grace is not None and self._grace.active():
-            self._grace.cancel()
-        self._grace = None
 
     def _feed(self, event: Event) -> list[Out]:
         outs = self.answer.feed(event)
@@ -114,33 +122,24 @@ class _Ending:
         return outs
 
     def _watched(self, event: Event) -> bool:
-        """
-        Whether an event is the quota report, or comes after an early answer:
-        then it is not the answer's, and the report may let the CLI go.
-        """
+        """Whether an event is not the answer's: the quota report, or anything after it."""
         if isinstance(event, RateLimit):
             self.quota_seen = True
             if self.on_quota is not None:
                 self.on_quota(event)
-            if self._answered:
-                self._end_run()
             return True
         return self._answered
 
-    def _answered_early(self) -> None:
-        """The answer is whole before the CLI's result: end the CLI before it goes on."""
-        self._answered = True
-        if self.run is None:
-            return
-        if self.await_quota and self.clock is not None and not self.quota_seen:
-            self._grace = self.clock.callLater(QUOTA_GRACE_SECONDS, self._end_run)
-        else:
-            self._end_run()
-
-    def _end_run(self) -> None:
-        self._stop()
+    def _delivered(self, early: bool = False) -> None:
+        """
+        The answer is delivered: the run keeps its session for the conversation's
+        next request, or ends it (an early answer: before the CLI goes on).
+        """
+        self._answered = early
         if self.run is not None:
-            self.run.cancel()
+            keep = self.keep(self.answer) if self.keep is not None and self.error is None \
+                else None
+            self.run.finish(keep)
 
 
 @define(eq=False)
@@ -153,17 +152,17 @@ class BufferedWriter(_Ending):
         self._feed(event)
         if self.answer.complete:
             self._respond()
-            self._answered_early()
+            self._delivered(early=True)
 
     def cli_finished(self, result: Result) -> None:
         if self._answered:
-            self._end_run()
             return
         self.answer.result(result)
         if self.answer.error is not None:
             self.cli_failed(self.answer.error)
             return
         self._respond()
+        self._delivered()
 
     def _respond(self) -> None:
         self.usage = self.answer.usage
@@ -171,7 +170,6 @@ class BufferedWriter(_Ending):
 
     def cli_failed(self, error: APIError) -> None:
         if self._answered:
-            self._end_run()
             return
         self.error = error
         self.done.errback(error)
@@ -187,7 +185,7 @@ class StreamWriter(_Ending):
     _timer: IDelayedCall | None = field(default=None, init=False)
     _last_write: float = field(default=0.0, init=False)
 
-    def begin(self, run: Any) -> None:
+    def begin(self, run: RunHandle) -> None:
         super().begin(run)
         if self.done.called:  # the run failed before it could start
             return
@@ -242,11 +240,10 @@ class StreamWriter(_Ending):
             self._write(self.encoder.outs(outs))
         if self.answer.complete:
             self._finish()
-            self._answered_early()
+            self._delivered(early=True)
 
     def cli_finished(self, result: Result) -> None:
         if self._answered:
-            self._end_run()
             return
         self._commit()
         outs = self.answer.result(result)
@@ -257,6 +254,7 @@ class StreamWriter(_Ending):
             self.cli_failed(error)
             return
         self._finish()
+        self._delivered()
 
     def _finish(self) -> None:
         self._commit()
@@ -266,7 +264,6 @@ class StreamWriter(_Ending):
 
     def cli_failed(self, error: APIError) -> None:
         if self._answered:
-            self._end_run()
             return
         self.error = error
         self._stop()

@@ -207,7 +207,7 @@ def test_queue_then_429(runner, reactor):
     assert len(reactor.spawned) == 3 and runner.waiting == 0
     reactor.spawned[2].emit(*PARTIAL)
     assert third.result is not None
-    assert runs[2].transport is reactor.spawned[2]
+    assert runs[2].session.pid == reactor.spawned[2].pid
 
 
 def test_cancel_while_queued_never_spawns(runner, reactor):
@@ -350,7 +350,10 @@ def test_control_channel_serves_the_tools_and_holds_tool_calls(runner, reactor):
 
 
 def test_unknown_control_requests_get_an_error_answer(runner, reactor):
-    runner.submit(plan(), Recorder())
+    body = {"model": "claude-haiku-4", "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}]}
+    # With tools stdin stays open: the CLI may ask things.
+    runner.submit(build_plan(parse_chat_request(body), CLISettings("/bin/claude"), {}), Recorder())
     [process] = reactor.spawned
     sent = len(process.stdin)
     process.emit(b'{"type":"control_request","request_id":"r1","request":{"subtype":"ui_toast"}}')

@@ -1,11 +1,11 @@
-"""The writers around an answer that is whole before the CLI's turn ends."""
+"""The writers around an answer that is whole before the CLI's turn ends, and what they tell the run."""
 
 from attrs import define, field
-from twisted.internet.task import Clock
 
+from claude_proxy.errors import APIError
 from claude_proxy.events import MessageDelta, MessageStart, RateLimit, Result, ToolUseStart, Usage
 from claude_proxy.openai_chat.encode import ChatEncoder
-from claude_proxy.writers import QUOTA_GRACE_SECONDS, BufferedWriter
+from claude_proxy.writers import BufferedWriter
 
 REPORT = RateLimit("allowed", 1, "five_hour")
 
@@ -13,9 +13,13 @@ REPORT = RateLimit("allowed", 1, "five_hour")
 @define
 class FakeRun:
     cancelled: int = 0
+    finished: list = field(factory=list)
 
     def cancel(self):
         self.cancelled += 1
+
+    def finish(self, keep):
+        self.finished.append(keep)
 
 
 @define
@@ -32,46 +36,42 @@ def tool_call(writer):
         writer.cli_event(event)
 
 
-def writer(clock, seen, await_quota=True):
-    w = BufferedWriter(ChatEncoder("c", "m", 0), clock=clock, on_quota=seen,
-                       await_quota=await_quota)
+def writer(seen, keep=None):
+    w = BufferedWriter(ChatEncoder("c", "m", 0), on_quota=seen, keep=keep)
     w.begin(FakeRun())
     return w
 
 
-def test_an_early_answer_waits_for_the_quota_then_ends_the_cli():
-    clock, seen = Clock(), Seen()
-    w = writer(clock, seen)
+def test_an_early_answer_tells_the_run_what_its_session_holds():
+    seen = Seen()
+    w = writer(seen, keep=lambda answer: f"after {answer.finish}")
     tool_call(w)
-    assert w.done.called and w.early and w.run.cancelled == 0
+    assert w.done.called and w.early
+    assert w.run.finished == ["after tool_use"] and w.run.cancelled == 0
+    # What the CLI says after that is not the answer's; a quota report still is seen.
     w.cli_event(REPORT)
-    assert seen.reports == [REPORT] and w.run.cancelled == 1
-    assert clock.getDelayedCalls() == []
-
-
-def test_without_a_report_the_cli_is_ended_after_the_grace():
-    clock, seen = Clock(), Seen()
-    w = writer(clock, seen)
-    tool_call(w)
-    clock.advance(QUOTA_GRACE_SECONDS)
-    assert w.run.cancelled == 1 and seen.reports == []
-    # What the CLI says after that is not the answer's.
     w.cli_finished(Result(False, "success", "late", "end_turn", None, Usage()))
     w.cli_failed(None)
-    assert w.error is None
+    assert w.error is None and seen.reports == [REPORT] and w.run.finished == ["after tool_use"]
 
 
-def test_an_account_known_not_to_report_ends_at_once():
-    clock, seen = Clock(), Seen()
-    w = writer(clock, seen, await_quota=False)
+def test_without_keep_the_run_is_told_to_let_the_session_go():
+    w = writer(Seen())
     tool_call(w)
-    assert w.run.cancelled == 1 and clock.getDelayedCalls() == []
+    assert w.run.finished == [None]
 
 
 def test_a_report_before_the_end_is_seen_and_the_answer_goes_on():
-    clock, seen = Clock(), Seen()
-    w = writer(clock, seen)
+    seen = Seen()
+    w = writer(seen, keep=lambda answer: "kept")
     w.cli_event(REPORT)
     assert seen.reports == [REPORT] and w.quota_seen and not w.done.called
     w.cli_finished(Result(False, "success", "hi", "end_turn", None, Usage(1, 1)))
-    assert w.done.called and not w.early
+    assert w.done.called and not w.early and w.run.finished == ["kept"]
+
+
+def test_a_failed_answer_keeps_nothing():
+    w = writer(Seen(), keep=lambda answer: "kept")
+    w.done.addErrback(lambda f: None)
+    w.cli_failed(APIError(502, "broke"))
+    assert w.run.finished == []

@@ -1,0 +1,132 @@
+"""
+Live sessions: CLI processes kept after a turn, each with its conversation,
+so the conversation's next request sends only what is new (a user message, or
+the results of the tool calls the session waits on) instead of starting a CLI
+and replaying everything.
+
+At most `size` are kept; the least recently used goes first, one idle longer
+than `ttl` is ended, and the runner evicts one whenever a request needs its
+slot: an idle session never keeps a request waiting. A session is taken out
+while it runs a turn, so a busy session is never shared.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+
+from attrs import define, field
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+
+from claude_proxy.live import Continuation
+from claude_proxy.session import ENDED, IDLE, TOOLS, CLISession, ProcessReactor
+
+log = Logger()
+
+# Why a request with history was not continued (the /metrics label).
+NO_SESSION = "no_session"  # no live session holds its history: new, edited, regenerated, expired
+SETTINGS_CHANGED = "settings_changed"  # one does, under another model, prompt, tools, options or key
+TOOL_RESULTS = "tool_results"  # one waits on tool calls, and these are not exactly their results
+
+
+@define(eq=False)
+class _Parked:
+    shape: str
+    conversation: str  # the digest of its conversation, up to the answer the client got
+    ttl: IDelayedCall
+
+
+@define(eq=False)
+class LiveSessions:
+    reactor: ProcessReactor
+    size: int = 3
+    ttl: float = 600.0
+    continued: int = 0  # requests that continued a live session
+    fallbacks: Counter[str] = field(factory=Counter)  # requests with history that did not, by why
+    ended: Counter[str] = field(factory=Counter)  # sessions let go, by why: ttl, lru, room, exited
+    _parked: OrderedDict[CLISession, _Parked] = field(factory=OrderedDict)  # least recent first
+    _dying: set[CLISession] = field(factory=set)
+    _stopping: bool = False
+
+    @property
+    def count(self) -> int:
+        return len(self._parked)
+
+    @property
+    def waiting_for_tools(self) -> int:
+        return sum(s.state == TOOLS for s in self._parked)
+
+    def park(self, session: CLISession, shape: str, conversation: str) -> None:
+        """Keep a session whose turn is done (or waits on tool results) for its next request."""
+        if self._stopping or not session.alive:
+            self._end(session, "room")
+            return
+        ttl = self.reactor.callLater(self.ttl, self._expire, session)
+        self._parked[session] = _Parked(shape, conversation, ttl)
+        session.exited.addBoth(lambda _: self._exited(session))
+        while len(self._parked) > self.size:
+            self._end(next(iter(self._parked)), "lru")
+
+    def take(self, turn: Continuation) -> CLISession | None:
+        """The live session this request continues, out of the keeping; else None (and why)."""
+        if turn.history is None:
+            return None  # a first turn continues nothing
+        found = [s for s, p in self._parked.items()
+                 if p.conversation == turn.history and s.alive]
+        for session in reversed(found):  # the most recent first
+            parked = self._parked[session]
+            if parked.shape != turn.shape:
+                continue
+            if session.state == IDLE or (session.state == TOOLS and turn.results is not None
+                                         and session.pending_calls == tuple(
+                                             r.tool_id for r in turn.results)):
+                self._release(session)
+                self.continued += 1
+                return session
+        if any(self._parked[s].shape == turn.shape for s in found):
+            why = TOOL_RESULTS
+        elif found:
+            why = SETTINGS_CHANGED
+        else:
+            why = NO_SESSION
+        self.fallbacks[why] += 1
+        return None
+
+    def evict_one(self) -> bool:
+        """Free a slot for a request: the least recently used session goes."""
+        if not self._parked:
+            return False
+        self._end(next(iter(self._parked)), "room")
+        return True
+
+    def stop(self) -> list[Deferred]:
+        """End every live session; the Deferreds fire when they are reaped."""
+        self._stopping = True
+        for session in list(self._parked):
+            self._end(session, "stopping")
+        return [s.exited for s in self._dying]
+
+    def _release(self, session: CLISession) -> None:
+        parked = self._parked.pop(session)
+        if parked.ttl.active():
+            parked.ttl.cancel()
+
+    def _expire(self, session: CLISession) -> None:
+        if session in self._parked:
+            self._end(session, "ttl")
+
+    def _end(self, session: CLISession, why: str) -> None:
+        if session in self._parked:
+            self._release(session)
+        self.ended[why] += 1
+        if session.state != ENDED:
+            self._dying.add(session)
+            session.exited.addBoth(lambda _: self._dying.discard(session))
+            session.kill()  # it holds no answer anyone waits for
+
+    def _exited(self, session: CLISession) -> None:
+        if session in self._parked:
+            log.info("A live CLI session exited while it waited (pid gone); it is dropped")
+            self._release(session)
+            self.ended["exited"] += 1
