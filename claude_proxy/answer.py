@@ -99,6 +99,7 @@ class Answer:
     _streamed_tools: set[str] = field(factory=set, init=False)
     _unstreamed_calls: bool = field(default=False, init=False)
     _start_usage: Usage = field(factory=Usage, init=False)
+    _message_usage: Usage | None = field(default=None, init=False)  # the last streamed message's
     _thinking_estimate: int = field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -157,6 +158,9 @@ class Answer:
         elif isinstance(event, MessageStart):
             self._start_usage = event.usage
         elif isinstance(event, MessageDelta):
+            self._message_usage = Usage(self._start_usage.input_tokens, event.output_tokens,
+                                        self._start_usage.cache_read_tokens,
+                                        self._start_usage.cache_creation_tokens)
             return self._message_end(event)
         return []
 
@@ -217,6 +221,7 @@ class Answer:
         return [CallArgs(index, event.partial_json)]
 
     def _message_end(self, event: MessageDelta) -> list[Out]:
+        assert self._message_usage is not None
         if event.stop_reason == TOOL_USE and self._call_parts:
             finish = TOOL_USE
         elif event.stop_reason == MAX_TOKENS:
@@ -227,9 +232,7 @@ class Answer:
         outs = self._flush()
         if finish == TOOL_USE or self.finish is None:
             self.finish = finish
-        self._set_usage(Usage(self._start_usage.input_tokens, event.output_tokens,
-                              self._start_usage.cache_read_tokens,
-                              self._start_usage.cache_creation_tokens))
+        self._set_usage(self._message_usage)
         return outs
 
     def _set_usage(self, usage: Usage) -> None:
@@ -246,10 +249,15 @@ class Answer:
         return self._emit(held)
 
     def result(self, result: Result) -> list[Out]:
-        """The CLI's result line: authoritative for text, usage and stop reason."""
+        """
+        The CLI's result line: authoritative for text and stop reason, and for
+        usage when no stream showed the message's own. Its usage sums every API
+        call of the CLI's turn, and a live session's turn that went on with tool
+        results holds the calls of earlier requests too.
+        """
         if self.complete:
             return []
-        self._set_usage(result.usage)
+        self._set_usage(self._message_usage or result.usage)
         if self.structured:
             return self._structured_result(result)
         fed = "".join(self._fed)

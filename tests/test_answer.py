@@ -308,3 +308,12 @@ def test_structured_answer_missing_is_an_error():
     assert answer.error is not None
     assert (answer.error.status, answer.error.code) == (502, "invalid_structured_output")
     assert not answer.complete
+
+
+def test_a_turn_that_went_on_reports_only_its_own_message():
+    # A live session's tool turn: the result line sums both API calls of the CLI's turn.
+    answer = Answer()
+    replay(answer, [MessageStart("m", Usage(11, 1, 5, 3)), TextDelta("done"),
+                    MessageDelta("end_turn", 7)])
+    answer.result(result("done", usage=Usage(22, 14, 10, 6)))
+    assert answer.usage == Usage(11, 7, 5, 3)

@@ -1,0 +1,225 @@
+"""
+Live sessions in memory: the runner, CLISession and LiveSessions with fake
+processes replaying what the real CLI printed over one kept session
+(tests/samples/cli-2.1.330/live-*), and a Clock.
+"""
+
+import json
+
+import pytest
+
+from claude_proxy.answer import Answer
+from claude_proxy.live import after, canonical_id, continuation
+from claude_proxy.live_sessions import LiveSessions
+from claude_proxy.openai_chat.encode import ChatEncoder
+from claude_proxy.openai_chat.parse import parse_chat_request
+from claude_proxy.plan import CLISettings, build_plan
+from claude_proxy.runner import Runner
+from claude_proxy.writers import BufferedWriter
+
+from tests.fakes import FakeProcessReactor, sample_lines
+
+TURN_1 = sample_lines("cli-2.1.330/live-turn-1.jsonl")
+TURN_2 = sample_lines("cli-2.1.330/live-turn-2.jsonl")
+HELD = sample_lines("cli-2.1.330/live-tools-held.jsonl")
+FIRST_RESULT = sample_lines("cli-2.1.330/live-tools-first-result.jsonl")
+SECOND_RESULT = sample_lines("cli-2.1.330/live-tools-second-result.jsonl")
+TOOLS = [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}}
+         for n in ("read", "exec")]
+
+
+@pytest.fixture
+def reactor():
+    return FakeProcessReactor()
+
+
+@pytest.fixture
+def runner(reactor, tmp_path):
+    runner = Runner(reactor, max_concurrent=2, queue_size=2, kill_grace=5,
+                    scratch_root=str(tmp_path))
+    runner.sessions = LiveSessions(reactor, size=2, ttl=60)
+    runner.startService()
+    return runner
+
+
+def ask(runner, messages, key="k", tools=None):
+    """Submit a Chat request as the app does; returns its writer."""
+    body = {"model": "claude-sonnet-4", "messages": messages}
+    if tools:
+        body["tools"] = tools
+    request = parse_chat_request(body)
+    plan = build_plan(request, CLISettings("/bin/claude"), {})
+    writer = BufferedWriter(ChatEncoder("c", "m", 0), answer=Answer(),
+                            keep=lambda answer: after(request, answer))
+    writer.done.addErrback(lambda f: None)
+    writer.begin(runner.submit(plan, writer, continuation(plan, request, key)))
+    return writer
+
+
+def written(process, since=0):
+    return [json.loads(line) for line in bytes(process.stdin[since:]).splitlines()]
+
+
+def reply(writer):
+    return writer.done.result["choices"][0]["message"]
+
+
+FIRST = [{"role": "user", "content": "hello"}]
+
+
+def first_turn(runner, reactor):
+    writer = ask(runner, FIRST)
+    [process] = reactor.spawned
+    process.emit(*TURN_1)
+    return writer, process
+
+
+def test_a_follow_up_continues_the_live_session(runner, reactor):
+    writer, process = first_turn(runner, reactor)
+    assert reply(writer)["content"] == "MOCK REPLY to: hello"
+    # Kept: no signal, stdin open, no slot held, no timer but the session's time to live.
+    assert not process.signals and not process.stdin_closed
+    assert (runner.in_flight, runner.sessions.count) == (0, 1)
+    assert len(reactor.getDelayedCalls()) == 1
+    sent = len(process.stdin)
+    second = ask(runner, FIRST + [{"role": "assistant", "content": "MOCK REPLY to: hello"},
+                                  {"role": "user", "content": "and more"}])
+    assert len(reactor.spawned) == 1  # no new CLI
+    [line] = written(process, sent)  # only the new message
+    assert line["type"] == "user" and line["message"]["content"] == [
+        {"type": "text", "text": "and more"}] and "shouldQuery" not in line
+    assert runner.sessions.continued == 1 and runner.in_flight == 1
+    process.emit(*TURN_2)
+    assert reply(second)["content"] == "MOCK REPLY to: and more"
+    assert (runner.in_flight, runner.sessions.count) == (0, 1)
+
+
+def test_tool_results_go_to_the_held_calls_and_the_turn_goes_on(runner, reactor):
+    writer = ask(runner, [{"role": "user", "content": "go"}], tools=TOOLS)
+    [process] = reactor.spawned
+    process.emit(*HELD)
+    message = reply(writer)
+    assert [c["function"]["name"] for c in message["tool_calls"]] == ["read", "exec"]
+    assert runner.sessions.waiting_for_tools == 1 and runner.in_flight == 0
+    sent = len(process.stdin)
+    # The client sends them back re-serialized: its own call ids, SDK extras.
+    results = ask(runner, [{"role": "user", "content": "go"},
+                           {"role": "assistant", "content": None, "annotations": [],
+                            "tool_calls": message["tool_calls"]},
+                           {"role": "tool", "tool_call_id": message["tool_calls"][0]["id"],
+                            "content": "A"},
+                           {"role": "tool", "tool_call_id": message["tool_calls"][1]["id"],
+                            "content": "B"}], tools=TOOLS)
+    assert len(reactor.spawned) == 1 and runner.sessions.continued == 1
+    [allow] = written(process, sent)
+    assert allow["response"]["request_id"] == "1c36a06a-fcb1-462d-a106-4ad4bf5ffe08"
+    assert allow["response"]["response"] == {"behavior": "allow", "updatedInput": {"path": "a"}}
+    sent = len(process.stdin)
+    process.emit(*FIRST_RESULT)
+    first, allow_second = written(process, sent)
+    assert first["response"]["response"]["mcp_response"] == {
+        "jsonrpc": "2.0", "id": 2, "result": {"content": [{"type": "text", "text": "A"}]}}
+    assert allow_second["response"]["request_id"] == "566f3103-c11f-4dae-afb7-80bf1e7a03ec"
+    sent = len(process.stdin)
+    process.emit(*SECOND_RESULT)
+    [second] = written(process, sent)
+    assert second["response"]["response"]["mcp_response"]["result"]["content"] == [
+        {"type": "text", "text": "B"}]
+    answered = results.done.result
+    assert answered["choices"][0]["message"]["content"] == "MOCK REPLY to: "
+    # Its own message's usage, not the CLI turn's two API calls summed.
+    assert answered["usage"]["completion_tokens"] == 7
+    assert runner.sessions.count == 1 and runner.sessions.waiting_for_tools == 0
+
+
+@pytest.mark.parametrize("change, why", [
+    ("edited", "no_session"), ("regenerated", "no_session"), ("key", "settings_changed"),
+    ("system", "settings_changed"), ("tools", "settings_changed")])
+def test_what_differs_is_never_continued(runner, reactor, change, why):
+    first_turn(runner, reactor)
+    history = [{"role": "user", "content": "hello"},
+               {"role": "assistant", "content": "MOCK REPLY to: hello"},
+               {"role": "user", "content": "and more"}]
+    key, tools = "k", None
+    if change == "edited":
+        history[0]["content"] = "hullo"
+    elif change == "regenerated":
+        history[1]["content"] = "another answer"
+    elif change == "key":
+        key = "another key"
+    elif change == "system":
+        history.insert(0, {"role": "system", "content": "be terse"})
+    elif change == "tools":
+        tools = TOOLS
+    ask(runner, history, key=key, tools=tools)
+    assert len(reactor.spawned) == 2  # a cold run, replaying the history
+    assert runner.sessions.continued == 0 and runner.sessions.fallbacks == {why: 1}
+
+
+def test_results_that_are_not_the_held_calls_fall_back(runner, reactor):
+    writer = ask(runner, [{"role": "user", "content": "go"}], tools=TOOLS)
+    reactor.spawned[0].emit(*HELD)
+    calls = reply(writer)["tool_calls"]
+    ask(runner, [{"role": "user", "content": "go"},
+                 {"role": "assistant", "content": None, "tool_calls": calls},
+                 {"role": "tool", "tool_call_id": calls[0]["id"], "content": "A"}], tools=TOOLS)
+    assert len(reactor.spawned) == 2 and runner.sessions.fallbacks == {"tool_results": 1}
+
+
+def test_an_idle_session_ends_after_its_time_to_live(runner, reactor):
+    _, process = first_turn(runner, reactor)
+    reactor.advance(60)
+    assert process.signals == ["KILL"] and runner.sessions.count == 0
+    process.exit(signal=9)
+    assert reactor.getDelayedCalls() == [] and runner.sessions.ended == {"ttl": 1}
+
+
+def test_a_request_that_needs_the_slot_evicts_the_least_recent(runner, reactor):
+    runner.max_concurrent = 1
+    _, process = first_turn(runner, reactor)
+    ask(runner, [{"role": "user", "content": "another conversation"}])
+    assert process.signals == ["KILL"]  # never waits behind an idle session
+    assert len(reactor.spawned) == 2 and runner.in_flight == 1 and runner.waiting == 0
+    process.exit(signal=9)
+    assert runner.sessions.count == 0 and runner.sessions.ended == {"room": 1}
+
+
+def test_a_client_gone_mid_turn_ends_the_session(runner, reactor):
+    _, process = first_turn(runner, reactor)
+    second = ask(runner, FIRST + [{"role": "assistant", "content": "MOCK REPLY to: hello"},
+                                  {"role": "user", "content": "and more"}])
+    process.emit(*TURN_2[:4])
+    second.done.cancel()
+    assert process.signals == ["TERM"]
+    process.exit(signal=15)
+    assert (runner.in_flight, runner.sessions.count) == (0, 0)
+    assert reactor.getDelayedCalls() == []
+
+
+def test_a_failed_turn_is_not_kept(runner, reactor):
+    _, process = first_turn(runner, reactor)
+    second = ask(runner, FIRST + [{"role": "assistant", "content": "MOCK REPLY to: hello"},
+                                  {"role": "user", "content": "and more"}])
+    process.emit(sample_lines("cli-2.1.330/error-500-no-retries.jsonl")[-1])
+    assert second.error.status >= 500
+    assert process.stdin_closed and runner.sessions.count == 0
+    process.exit(1)
+    assert runner.in_flight == 0 and reactor.getDelayedCalls() == []
+
+
+def test_stopping_ends_live_sessions(runner, reactor):
+    _, process = first_turn(runner, reactor)
+    stopped = runner.stopService()
+    assert process.signals == ["KILL"] and not stopped.called
+    process.exit(signal=9)
+    assert stopped.called and reactor.getDelayedCalls() == []
+
+
+def test_without_sessions_the_cli_is_ended_as_before(runner, reactor):
+    runner.sessions = None
+    writer, process = first_turn(runner, reactor)
+    assert writer.done.called and process.stdin_closed  # closed once written: nothing to ask
+
+
+def test_canonical_ids():
+    assert canonical_id("toolu_01Ab") == canonical_id("calltoolu01Ab") == "toolu01Ab"
