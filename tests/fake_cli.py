@@ -18,7 +18,7 @@ directive in that message's text chooses what it does:
     [[fake:hang]]           print the init line, then nothing until killed
     [[fake:hang_child]]     as hang, with a child process of its own in its process group
     [[fake:half_hang]]      the first half of the partial sample, then nothing until killed
-    [[fake:slow SECONDS]]   the partial sample, SECONDS between lines (a CLI that is slow, not silent)
+    [[fake:slow SECONDS]]   the partial sample, SECONDS between lines (slow, never silent)
     [[fake:linger]]         the partial sample with its result, then no exit until killed
     [[fake:stderr_flood]]   4 MiB on stderr, nothing on stdout, exit 1
 """

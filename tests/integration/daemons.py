@@ -237,7 +237,8 @@ class Reply:
     finish: str | None  # finish_reason / the response's status / stop_reason
     complete: bool  # the answer says it is whole
     error: dict | None  # {"status", "type", "code" (None in Anthropic's shape), "message"}
-    ended: bool  # a stream's proper last event ([DONE], response.completed/failed, message_stop/error)
+    # A stream's proper last event: [DONE], response.completed/failed, message_stop or error.
+    ended: bool
     problems: tuple[str, ...] = ()  # what a client of that API could not parse or accept
     elapsed: float = 0.0
 
@@ -271,7 +272,8 @@ def _error_of(api: str, status: int, body: object) -> tuple[dict | None, list[st
         and set(body["error"]) >= {"message", "type", "param", "code"}
     if not ok:
         return None, [f"not an OpenAI error: {body!r:.200}"]
-    return {"status": status, **{k: body["error"][k] for k in ("type", "code", "message")}}, problems
+    error = body["error"]
+    return {"status": status, **{k: error[k] for k in ("type", "code", "message")}}, problems
 
 
 def read_reply(api: str, response: Response, elapsed: float = 0.0) -> Reply:
@@ -387,8 +389,9 @@ def ask(daemon: RealDaemon, api: str, text: str, stream: bool, deadline: float =
                     break
                 chunks.append(data)
     except OSError as e:  # socket.timeout included
+        got = b"".join(chunks)[-200:]
         return Reply(0, {}, False, "", None, False, None, False,
-                     (f"no whole answer in {deadline:g} s: {e!r}; got {b''.join(chunks)[-200:]!r}",),
+                     (f"no whole answer in {deadline:g} s: {e!r}; got {got!r}",),
                      time.monotonic() - started)
     return read_reply(api, parse_response(b"".join(chunks)), time.monotonic() - started)
 
