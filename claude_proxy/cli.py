@@ -125,11 +125,12 @@ class CLIProbe:
         now = self.reactor.seconds()
         if self._last is not None and now - self._checked_at < HEALTH_CACHE_SECONDS:
             return defer.succeed(self._last)
+        # The waiter first: a probe that fails before its first wait answers at once.
+        waiter: defer.Deferred = defer.Deferred()
+        self._waiters.append(waiter)
         if self._pending is None:
             self._pending = defer.ensureDeferred(self._probe(now))
             self._pending.addBoth(self._probed)
-        waiter: defer.Deferred = defer.Deferred()
-        self._waiters.append(waiter)
         return waiter
 
     def _probed(self, health: Health) -> None:

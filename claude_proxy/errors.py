@@ -155,6 +155,9 @@ def classify_exit(exit_code: int | None, signal: int | None, stderr: str, now: f
     """
     The CLI ended without a result line: say why, as far as its stderr tells.
     """
+    if exit_code == 127 and stderr.startswith(CANNOT_RUN):
+        path, _, why = stderr[len(CANNOT_RUN):].strip().rpartition(": ")
+        return cli_unavailable(path, why)
     if stderr.strip():
         found = classify_cli_error(stderr, None, now)
         if found.code != "cli_error":
@@ -163,6 +166,10 @@ def classify_exit(exit_code: int | None, signal: int | None, stderr: str, now: f
     detail = f": {excerpt(stderr)}" if stderr.strip() else ""
     return APIError(502, f"The Claude Code CLI ended without an answer ({how}){detail}",
                     "server_error", "cli_error")
+
+
+# What the exec wrapper (tether.py) says on stderr when the CLI cannot be run at all.
+CANNOT_RUN = "claude-proxy: cannot run"
 
 
 def timeout_error(kind: str, seconds: float) -> APIError:

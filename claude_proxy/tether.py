@@ -31,10 +31,14 @@ from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IProcessTransport
 from twisted.logger import Logger
 
+from claude_proxy.errors import CANNOT_RUN
+
 log = Logger()
 
 PR_SET_PDEATHSIG = 1
-# Run as `python -I -S -c WRAPPER <daemon pid> <argv...>` (~13 ms measured, against a
+# Run as `python -I -S -c WRAPPER <daemon pid> <argv...>`. A CLI it cannot exec
+# (gone since start-up) is said on stderr after CANNOT_RUN, exit 127, so the
+# request gets cli_unavailable rather than the wrapper's traceback. (~13 ms measured, against a
 # CLI start of ~300-500 ms). After the prctl it checks that the daemon is still
 # its parent: had the daemon died between the fork and the prctl, nothing would
 # ever send the signal.
@@ -46,8 +50,12 @@ if sys.platform.startswith("linux"):
     ctypes.CDLL(None, use_errno=True).prctl(%d, %d)
     if os.getppid() != int(sys.argv[1]):
         sys.exit(137)
-os.execv(sys.argv[2], sys.argv[2:])
-""" % (PR_SET_PDEATHSIG, signal.SIGKILL)
+try:
+    os.execv(sys.argv[2], sys.argv[2:])
+except OSError as e:
+    sys.stderr.write("%s %%s: %%s\\n" %% (sys.argv[2], e.strerror))
+    sys.exit(127)
+""" % (PR_SET_PDEATHSIG, signal.SIGKILL, CANNOT_RUN)
 
 # ps's start times are to the second, and a fork is recorded just after it happened.
 START_SLACK_SECONDS = 2.0

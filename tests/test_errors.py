@@ -1,6 +1,6 @@
 import pytest
 
-from claude_proxy.errors import EXCERPT_CHARS, classify_cli_error, classify_exit, excerpt
+from claude_proxy.errors import CANNOT_RUN, EXCERPT_CHARS, classify_cli_error, classify_exit, excerpt
 
 from tests.fakes import sample_json
 
@@ -122,3 +122,9 @@ def test_the_third_party_refusal_is_its_own_error():
     error = classify_cli_error(text, 400, 0)
     assert (error.status, error.type, error.code) == (403, "permission_error", "extra_usage_required")
     assert "extra usage" in error.message and error.retry_after is None
+
+
+def test_a_cli_the_wrapper_cannot_run_is_unavailable():
+    error = classify_exit(127, None, f"{CANNOT_RUN} /opt/claude: No such file or directory\n", 0)
+    assert (error.status, error.code) == (503, "cli_unavailable")
+    assert error.message == "The Claude Code CLI at /opt/claude cannot run: No such file or directory"

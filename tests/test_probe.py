@@ -72,3 +72,12 @@ def test_a_cli_that_does_not_run_is_unavailable():
     waiting = answers(CLIProbe(reactor, "/bin/claude", {}).check())
     reactor.spawned[0].exit(127)
     assert (waiting[0].ok, waiting[0].status) == (False, "unavailable")
+
+
+def test_a_cli_that_cannot_be_started_answers_at_once():
+    reactor = FakeProcessReactor()
+    reactor.fail_spawn = FileNotFoundError(2, "No such file or directory")
+    probe = CLIProbe(reactor, "/gone/claude", {})
+    [health] = answers(probe.check())
+    assert (health.ok, health.status) == (False, "unavailable")
+    assert "No such file" in health.error

@@ -71,13 +71,6 @@ class Fault:
         return self.status, self.code, False
 
 
-GONE_BUG = (
-    "A CLI that cannot be spawned (its file gone or not executable after start-up) is a 502 "
-    "cli_error whose message is the tether's Python traceback (`FileNotFoundError` from "
-    "tether.WRAPPER's os.execv, exit code 1), not the documented 503 cli_unavailable: the exec "
-    "now fails inside the wrapper, after spawnProcess succeeded, so runner.run_error never sees it"
-)
-
 FAULTS = [
     # The CLI misbehaves (the fake CLI).
     Fault("crash", "fake", "[[fake:crash]]", 502, "cli_error"),
@@ -98,7 +91,7 @@ FAULTS = [
     Fault("retried answer differs (recorded)", "fake",
           "[[fake:sample cli-2.1.330/midstream-error-fallback.jsonl]]", 200,
           stream=(502, "stream_interrupted", True)),
-    Fault("cannot be spawned", "gone", "", 503, "cli_unavailable", bug=GONE_BUG),
+    Fault("cannot be spawned", "gone", "", 503, "cli_unavailable"),
     # The API misbehaves (the real CLI against the mock API).
     Fault("API 401", "api", "[[mock:error status=401]]", 503, "cli_not_logged_in"),
     Fault("API 429", "api", "[[mock:error status=429]]", 429, "rate_limit_exceeded",
@@ -319,17 +312,6 @@ def test_fault(cell, replies):
         FIGURES["outcomes"][outcome] += 1
 
 
-HEALTH_BUG = (
-    "/health never answers when its probe fails at once: with the CLI's file gone, "
-    "cli.CLIProbe.check starts _probe, whose spawnProcess raises FileNotFoundError before any "
-    "await, so the Deferred has fired and _probed has run (callbacking no waiters) before "
-    "check appends the caller's waiter, which nothing fires: the request hangs until the client "
-    "gives up (and so does the next /health after the 10 s cache). It should answer 503 with "
-    "the probe's error"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=HEALTH_BUG, raises=(AssertionError, TimeoutError))
 def test_health_answers_once_the_cli_is_gone(fleet):
     daemon = fleet.get("gone")
     # Past the cached probe of start-up, so this one probes the missing CLI.
@@ -356,8 +338,7 @@ def test_afterwards_nothing_is_held(fleet, replies):
         if metric(daemon, "claude_proxy_cli_processes") or metric(daemon,
                                                                   "claude_proxy_queue_depth"):
             return False
-        # The gone daemon's /health hangs (HEALTH_BUG); no CLI of it ever ran.
-        live = 0 if name == "gone" else daemon.health().get("sessions", {}).get("live", 0)
+        live = daemon.health().get("sessions", {}).get("live", 0)
         return len(daemon.cli_processes()) == live
 
     for name, daemon in fleet.daemons.items():
