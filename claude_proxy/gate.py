@@ -32,7 +32,11 @@ LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 PREFLIGHT_MAX_AGE = b"600"
 ENDPOINTS = {
     b"/v1/chat/completions": "chat_completions",
+    b"/v1/responses": "responses",
+    b"/v1/messages": "messages",
+    b"/v1/messages/count_tokens": "count_tokens",
     b"/v1/models": "models",
+    b"/v1/usage": "usage",
     b"/health": "health",
     b"/metrics": "metrics",
 }
@@ -59,6 +63,8 @@ def exchange_of(request: Any) -> Exchange:
 def endpoint_of(path: bytes) -> str:
     if path.startswith(b"/v1/models/"):
         return "model"
+    if path.startswith(b"/v1/responses/"):
+        return "response"  # GET or DELETE of a stored one
     return ENDPOINTS.get(path, "other")
 
 

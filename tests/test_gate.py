@@ -176,3 +176,12 @@ def test_an_uncaught_exception_is_a_json_500_not_an_html_page(clock):
     site = ProxySite(Gate(Broken(), KeyRing(()), Metrics(Idle()), clock), 1000, reactor=clock)
     (status, body), _ = send(site, b"GET /v1/models HTTP/1.1\r\nhost: localhost\r\n\r\n")
     assert status == 500 and body["error"]["code"] == "internal_error"
+
+
+def test_each_front_door_has_its_own_endpoint_label():
+    from claude_proxy.gate import endpoint_of
+
+    assert [endpoint_of(p) for p in (b"/v1/chat/completions", b"/v1/responses",
+                                     b"/v1/responses/resp_1", b"/v1/messages",
+                                     b"/v1/messages/count_tokens", b"/v1/usage", b"/v1/nope")] == [
+        "chat_completions", "responses", "response", "messages", "count_tokens", "usage", "other"]
