@@ -11,7 +11,7 @@ from twisted.internet.testing import StringTransport
 from twisted.web.resource import Resource
 
 from claude_proxy.auth import KeyRing
-from claude_proxy.gate import Gate, ProxySite
+from claude_proxy.gate import Gate, ProxySite, endpoint_of
 from claude_proxy.metrics import Metrics
 
 from tests.fakes import FakeProcessReactor
@@ -179,8 +179,6 @@ def test_an_uncaught_exception_is_a_json_500_not_an_html_page(clock):
 
 
 def test_each_front_door_has_its_own_endpoint_label():
-    from claude_proxy.gate import endpoint_of
-
     assert [endpoint_of(p) for p in (b"/v1/chat/completions", b"/v1/responses",
                                      b"/v1/responses/resp_1", b"/v1/messages",
                                      b"/v1/messages/count_tokens", b"/v1/usage", b"/v1/nope")] == [
