@@ -333,7 +333,7 @@ class Server:
 
 
 def start_daemon(key: str, cli: str, env: dict, cli_env: tuple, base: Path, warm: int,
-                 stack: contextlib.ExitStack) -> Server:
+                 stack: contextlib.ExitStack, extra: tuple[str, ...] = ()) -> Server:
     port = free_port()
     log = servers_log(base, key)
     with open(log, "wb") as out:
@@ -342,7 +342,7 @@ def start_daemon(key: str, cli: str, env: dict, cli_env: tuple, base: Path, warm
              "-n", "--pidfile=", "claudeproxy", "--claude", cli,
              "--listen", f"tcp:{port}:interface=127.0.0.1", "--cli-retries", "0",
              *[a for name, value in cli_env for a in ("--cli-env", f"{name}={value}")],
-             "--max-concurrent", "32", "--queue", "64", "--warm", str(warm)],
+             "--max-concurrent", "32", "--queue", "64", "--warm", str(warm), *extra],
             cwd=base, env={**env, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL,
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     stack.callback(stop_process, proc)
