@@ -270,9 +270,9 @@ class CLIRun:
                 self.terminate()
 
     def _park(self, session: CLISession, conversation: str) -> None:
-        assert self.turn is not None and self.runner.sessions is not None
+        assert self.turn is not None
         session.detach()
-        self.runner.sessions.park(session, self.turn.shape, conversation)
+        self.runner.park(session, self.turn.shape, conversation)
         self.session = None
         self._release()
 
@@ -451,6 +451,18 @@ class Runner(Service):
         except Exception:
             log.failure("Internal error in the live sessions")
             return None
+
+    def park(self, session: CLISession, shape: str, conversation: str) -> None:
+        """
+        Keep a session for its conversation's next request. Live sessions leave the warm
+        pool its slots, so it is refilled however many conversations are live (a request
+        that needs a slot ends a live session rather than wait).
+        """
+        assert self.sessions is not None
+        self.sessions.park(session, shape, conversation)
+        keep = max(0, self.max_concurrent - (self.pool.size if self.pool is not None else 0))
+        while self.sessions.count > keep and self.sessions.evict_one():
+            pass
 
     def _warm(self, step: Callable[[WarmPool], None]) -> None:
         """A step of the warm pool's; a failure there costs a pre-started process, no request."""

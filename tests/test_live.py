@@ -223,3 +223,16 @@ def test_without_sessions_the_cli_is_ended_as_before(runner, reactor):
 
 def test_canonical_ids():
     assert canonical_id("toolu_01Ab") == canonical_id("calltoolu01Ab") == "toolu01Ab"
+
+
+def test_live_sessions_leave_the_warm_pool_its_slots(reactor, tmp_path):
+    from claude_proxy.pool import WarmPool
+    runner = Runner(reactor, max_concurrent=2, kill_grace=5, scratch_root=str(tmp_path))
+    runner.sessions = LiveSessions(reactor, size=3, ttl=60)
+    runner.pool = WarmPool(reactor, size=1, ttl=600, scratch_root=str(tmp_path))
+    runner.startService()
+    for i in range(2):
+        ask(runner, [{"role": "user", "content": f"conversation {i}"}])
+        reactor.spawned[-1].emit(*TURN_1)
+    # Two live sessions would fill both slots: the older one gives way to the pool.
+    assert runner.sessions.count == 1 and runner.sessions.ended == {"room": 1}
