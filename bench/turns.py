@@ -10,7 +10,8 @@ instant mock API, the same machine):
 
 Measures time to first token (ABBA-interleaved, -n each) of:
   first   the same first request again and again (the warm pool's case);
-  second  a conversation's second turn: the first request, its answer and a new user message;
+  second  a conversation's second turn: its first request (not timed), then that request,
+          its answer and a new user message;
   tools   an agent's tool-result turn: a request that made the model call a tool (not
           timed), then the request with the tool's result (not D: claude-max-api-proxy
           does not take tools; its second turn is the reference).
@@ -51,10 +52,16 @@ TOOL = {"type": "function", "function": {"name": "read", "parameters": {
 CALLS = json.dumps([{"name": "read", "input": {"path": "notes.md"}}])
 
 
-def second_turn(i: int) -> dict:
-    messages = [*BODY["messages"], {"role": "assistant", "content": "MOCK REPLY to: Say hello"},
-                {"role": "user", "content": f"And again, {i}"}]
-    return {**BODY, "messages": messages}
+def second_turn(i: int) -> tuple[dict, Callable[[dict], dict]]:
+    """A conversation of its own (opening included): its first turn, then the second."""
+    first = {**BODY, "messages": [BODY["messages"][0],
+                                  {"role": "user", "content": f"Say hello, {i}"}]}
+
+    def then(reply: dict) -> dict:
+        return {**first, "messages": [*first["messages"],
+                                      {"role": "assistant", "content": reply.get("content")},
+                                      {"role": "user", "content": "And again"}]}
+    return first, then
 
 
 def tool_turns(i: int) -> tuple[dict, Callable[[dict], dict]]:
@@ -90,9 +97,7 @@ def one(side: str, measure: str, i: int, servers: dict, bare) -> float | None:
     port = servers[side].port
     if measure == "first":
         return stream_once(port, BODY)["ttft"]
-    if measure == "second":
-        return stream_once(port, second_turn(i))["ttft"]
-    first, then = tool_turns(i)
+    first, then = second_turn(i) if measure == "second" else tool_turns(i)
     reply = complete(port, first)
     servers[side].quiet()
     return stream_once(port, then(reply))["ttft"]
