@@ -22,7 +22,7 @@ from claude_proxy.metrics import Metrics
 from claude_proxy.plan import CLISettings
 from claude_proxy.runner import Runner
 
-from tests.fakes import FakeProcessReactor, sample_lines
+from tests.fakes import sample_lines
 
 PARTIAL = sample_lines("cli-2.1.330/stream-json-partial.jsonl")
 URL = "http://proxy/v1/chat/completions"
@@ -49,11 +49,6 @@ class Capture(Resource):
     def render(self, request):
         self.requests.append(request)
         return self.inner.render(request)
-
-
-@pytest.fixture
-def reactor():
-    return FakeProcessReactor()
 
 
 def build(reactor, tmp_path, keys=(), origins=(), max_per_key=0, hosts=None):

@@ -17,7 +17,7 @@ from claude_proxy.plan import CLISettings, build_plan
 from claude_proxy.runner import Runner
 from claude_proxy.writers import BufferedWriter
 
-from tests.fakes import FakeProcessReactor, sample_lines
+from tests.fakes import sample_lines
 
 TURN_1 = sample_lines("cli-2.1.330/live-turn-1.jsonl")
 TURN_2 = sample_lines("cli-2.1.330/live-turn-2.jsonl")
@@ -26,11 +26,6 @@ FIRST_RESULT = sample_lines("cli-2.1.330/live-tools-first-result.jsonl")
 SECOND_RESULT = sample_lines("cli-2.1.330/live-tools-second-result.jsonl")
 TOOLS = [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}}
          for n in ("read", "exec")]
-
-
-@pytest.fixture
-def reactor():
-    return FakeProcessReactor()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from claude_proxy.plan import CLISettings, build_plan
 from claude_proxy.pool import FORGET_AFTER, WarmPool
 from claude_proxy.runner import Runner
 
-from tests.fakes import FakeProcessReactor, sample_lines
+from tests.fakes import sample_lines
 from tests.test_runner import Recorder
 
 PARTIAL = sample_lines("cli-2.1.330/stream-json-partial.jsonl")
@@ -23,11 +23,6 @@ def plan(system="be brief"):
     body = {"model": "claude-haiku-4", "messages": [
         {"role": "system", "content": system}, {"role": "user", "content": "hello"}]}
     return build_plan(parse_chat_request(body), CLISettings("/bin/claude"), {})
-
-
-@pytest.fixture
-def reactor():
-    return FakeProcessReactor()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from claude_proxy.events import Result, TextDelta
 from claude_proxy.plan import CLISettings, build_plan
 from claude_proxy.runner import Runner
 
-from tests.fakes import FakeProcessReactor, sample_lines
+from tests.fakes import sample_lines
 
 PARTIAL = sample_lines("cli-2.1.330/stream-json-partial.jsonl")
 
@@ -38,11 +38,6 @@ def plan(system="be brief"):
     body = {"model": "claude-haiku-4", "messages": [
         {"role": "system", "content": system}, {"role": "user", "content": "hello"}]}
     return build_plan(parse_chat_request(body), CLISettings("/bin/claude"), {"PATH": "/bin"})
-
-
-@pytest.fixture
-def reactor():
-    return FakeProcessReactor()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import pytest_twisted
 
 from tests.integration.test_fidelity import PNG, api_messages, settled
 from tests.mock_anthropic import OUTPUT_TOKENS, THINKING_TEXT
+from tests.streams import named_events as events
 
 MESSAGES = "/v1/messages?beta=true"  # as Claude Code posts it: the query must not matter
 HEADERS = {"anthropic-version": ["2023-06-01"], "anthropic-beta": ["interleaved-thinking-2025-05-14"]}
@@ -29,19 +30,6 @@ def message(text="hello", model="claude-sonnet-4", **over) -> dict:
 def calls(*calls: tuple[str, dict]) -> str:
     spec = json.dumps([{"name": n, "input": i} for n, i in calls])
     return f"[[mock:tools calls='{spec}']]"
-
-
-def events(raw: bytes) -> list[dict]:
-    """The events of an Anthropic stream; each `event:` line names its data's type."""
-    out = []
-    for frame in raw.decode().split("\n\n"):
-        if not frame.strip():
-            continue
-        event, data = frame.split("\n")
-        payload = json.loads(data.removeprefix("data: "))
-        assert event == f"event: {payload['type']}"
-        out.append(payload)
-    return out
 
 
 async def post(daemon, body, status=200, **kw):

@@ -14,6 +14,7 @@ import treq
 from claude_proxy.openai_responses.parse import thinking_block
 from tests.integration.test_fidelity import PNG, api_messages, calls_directive, settled
 from tests.mock_anthropic import THINKING_TEXT
+from tests.streams import named_events as events
 
 RESPONSES = "/v1/responses"
 TOOLS = [
@@ -31,18 +32,6 @@ TOOLS = [
 
 def body(input, **over) -> dict:
     return {"model": "claude-sonnet-4", "input": input, **over}
-
-
-def events(raw: bytes) -> list[dict]:
-    out = []
-    for block in raw.decode().split("\n\n"):
-        if not block.strip():
-            continue
-        name, data = block.split("\n")
-        event = json.loads(data.removeprefix("data: "))
-        assert name == f"event: {event['type']}"
-        out.append(event)
-    return out
 
 
 async def created(daemon, request: dict) -> dict:
@@ -235,7 +224,7 @@ async def test_reasoning_summary_and_encrypted_content_round_trip(daemon, mock_a
     ask = {"model": "claude-sonnet-5-5", "reasoning": {"effort": "high", "summary": "auto"},
            "include": ["reasoning.encrypted_content"], "tools": TOOLS, "store": False}
     directive = calls_directive(("read", {"path": "x"}))
-    got = await streamed(daemon, body(f"think [[mock:thinking]]", **ask))
+    got = await streamed(daemon, body("think [[mock:thinking]]", **ask))
     kinds = [e["type"] for e in got]
     assert "response.reasoning_summary_part.added" in kinds
     summary = "".join(e["delta"] for e in got

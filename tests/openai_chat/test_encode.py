@@ -9,6 +9,8 @@ from claude_proxy.events import MessageDelta, MessageStart, Result, TextDelta, T
     ToolUseStart, Usage
 from claude_proxy.openai_chat.encode import ChatEncoder, finish_reason
 
+from tests.streams import answered
+
 CALL_ID = re.compile(r"call[A-Za-z0-9]+")
 
 
@@ -23,15 +25,6 @@ def frames(data):
 
 def chunks(data):
     return [json.loads(f) for f in frames(data) if f != b"[DONE]"]
-
-
-def answered(*events, result=None):
-    answer = Answer()
-    for event in events:
-        answer.feed(event)
-    if result is not None:
-        answer.result(result)
-    return answer
 
 
 def test_finish_reasons():

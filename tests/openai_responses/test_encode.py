@@ -12,6 +12,8 @@ from claude_proxy.events import MessageDelta, MessageStart, Result, TextDelta, T
 from claude_proxy.openai_responses.encode import ResponsesEncoder, Shape, deleted
 from claude_proxy.openai_responses.parse import thinking_block
 
+from tests.streams import answered
+
 ECHO = {"instructions": None, "tools": [], "tool_choice": "auto", "parallel_tool_calls": True,
         "metadata": {}, "store": True, "text": {"format": {"type": "text"}}}
 EVENTS = TypeAdapter(ResponseStreamEvent)
@@ -35,15 +37,6 @@ def events(data):
         EVENTS.validate_python(event)  # the openai SDK's own types
         out.append(event)
     return out
-
-
-def answered(*events, result=None):
-    answer = Answer()
-    for event in events:
-        answer.feed(event)
-    if result is not None:
-        answer.result(result)
-    return answer
 
 
 def done(text="hello", stop="end_turn"):
