@@ -16,6 +16,7 @@ from attrs import define, field
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from claude_proxy.errors import (
@@ -36,6 +37,8 @@ log = Logger()
 # (CLI 2.1.330: after message_stop); it is ended once it has, or after this long.
 QUOTA_GRACE_SECONDS = 0.5
 
+# What responses get, after their runs, to reach their sockets before shutdown.
+DRAIN_SECONDS = 0.1
 SHUTTING_DOWN = APIError(503, "The proxy is shutting down.", "server_error", "shutting_down")
 # A bug of the proxy's own, met inside one run: that run fails, the daemon goes on.
 INTERNAL_ERROR = APIError(500, "Internal error in the proxy while running the CLI; see its log.",
@@ -537,7 +540,9 @@ class Runner(Service):
                      grace=self.shutdown_grace, count=len(running))
             deadline = self.reactor.callLater(self.shutdown_grace, self._end_all)
             done.addBoth(lambda result: deadline.cancel() if deadline.active() else None)
-        return done
+        # A response is written in the same turn its run lets go of its slot (a kept
+        # session does at once): let the reactor flush it before shutdown drops connections.
+        return done.addCallback(lambda _: deferLater(self.reactor, DRAIN_SECONDS, lambda: None))
 
     def _end_all(self) -> None:
         for run in list(self._active):

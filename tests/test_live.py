@@ -14,7 +14,7 @@ from claude_proxy.live_sessions import LiveSessions
 from claude_proxy.openai_chat.encode import ChatEncoder
 from claude_proxy.openai_chat.parse import parse_chat_request
 from claude_proxy.plan import CLISettings, build_plan
-from claude_proxy.runner import Runner
+from claude_proxy.runner import DRAIN_SECONDS, Runner
 from claude_proxy.writers import BufferedWriter
 
 from tests.fakes import sample_lines
@@ -207,6 +207,7 @@ def test_stopping_ends_live_sessions(runner, reactor):
     stopped = runner.stopService()
     assert process.signals == ["KILL"] and not stopped.called
     process.exit(signal=9)
+    reactor.advance(DRAIN_SECONDS)  # responses reach their sockets
     assert stopped.called and reactor.getDelayedCalls() == []
 
 

@@ -10,7 +10,7 @@ import pytest
 from claude_proxy.openai_chat.parse import parse_chat_request
 from claude_proxy.plan import CLISettings, build_plan
 from claude_proxy.pool import FORGET_AFTER, WarmPool
-from claude_proxy.runner import Runner
+from claude_proxy.runner import DRAIN_SECONDS, Runner
 
 from tests.fakes import sample_lines
 from tests.test_runner import Recorder
@@ -115,6 +115,7 @@ def test_stopping_kills_waiting_processes_and_leaves_no_timer(runner, reactor, t
     stopped = runner.stopService()
     assert warm.signals == ["KILL"] and not stopped.called
     warm.exit(signal=9)
+    reactor.advance(DRAIN_SECONDS)  # responses reach their sockets
     assert stopped.called
     assert reactor.getDelayedCalls() == []
     assert list(tmp_path.iterdir()) == []

@@ -8,7 +8,7 @@ from claude_proxy.openai_chat.parse import parse_chat_request
 from claude_proxy.errors import APIError
 from claude_proxy.events import Result, TextDelta
 from claude_proxy.plan import CLISettings, build_plan
-from claude_proxy.runner import Runner
+from claude_proxy.runner import DRAIN_SECONDS, Runner
 
 from tests.fakes import sample_lines
 
@@ -283,7 +283,11 @@ def test_stop_service_gives_running_requests_the_grace_period(reactor, tmp_path)
     reactor.advance(20)  # the grace period is over
     assert slow.error.code == "shutting_down" and second.signals == ["TERM"]
     second.exit(signal=15)
-    assert stopped.called
+    fired = []
+    stopped.addBoth(fired.append)
+    assert fired == []  # until the responses have had a moment to reach their sockets
+    reactor.advance(DRAIN_SECONDS)
+    assert len(fired) == 1
     assert reactor.getDelayedCalls() == []
 
 
