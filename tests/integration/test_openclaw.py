@@ -1,6 +1,7 @@
 """
 The real OpenClaw agent (npm `openclaw`, on Node 24) through the daemon, the
-real CLI and the mock API: one headless turn with one tool round trip.
+real CLI and the mock API: one headless turn with one tool round trip, in each of its
+provider modes (Chat Completions, Responses, Messages).
 tests/install-node-client.sh installs it; tox points CLAUDE_PROXY_TEST_OPENCLAW at it.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
@@ -16,14 +18,15 @@ from tests.integration.conftest import node_client
 from tests.integration.test_fidelity import api_messages
 
 
-def openclaw_config(base_url: str) -> dict:
-    # The provider config docs/clients.md documents.
+def openclaw_config(base_url: str, api: str = "openai-completions") -> dict:
+    # The provider configs docs/clients.md documents; the anthropic SDK inside OpenClaw
+    # adds /v1/messages to the base URL itself.
     return {
         "agents": {"defaults": {"model": {"primary": "claude-proxy/claude-sonnet-4"}}},
         "models": {"mode": "merge", "providers": {"claude-proxy": {
-            "baseUrl": f"{base_url}/v1",
+            "baseUrl": base_url if api == "anthropic-messages" else f"{base_url}/v1",
             "apiKey": "not-needed",
-            "api": "openai-completions",
+            "api": api,
             "models": [{"id": "claude-sonnet-4", "name": "Claude Sonnet (subscription)",
                         "reasoning": False, "input": ["text", "image"],
                         "cost": {"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0},
@@ -32,11 +35,12 @@ def openclaw_config(base_url: str) -> dict:
     }
 
 
+@pytest.mark.parametrize("api", ["openai-completions", "openai-responses", "anthropic-messages"])
 @pytest_twisted.ensureDeferred
-async def test_one_tool_round_trip_with_the_real_openclaw(daemon, mock_api, tmp_path):
+async def test_one_tool_round_trip_with_the_real_openclaw(daemon, mock_api, tmp_path, api):
     openclaw = node_client("CLAUDE_PROXY_TEST_OPENCLAW", "openclaw")
     config = tmp_path / "openclaw.json"
-    config.write_text(json.dumps(openclaw_config(daemon.url)))
+    config.write_text(json.dumps(openclaw_config(daemon.url, api)))
     workspace = tmp_path / "ws"
     workspace.mkdir()
     (workspace / "hello.txt").write_text("hello from the workspace file\n")
