@@ -234,10 +234,11 @@ class ProxyAPI:
                 _set_headers(request, self.accounts.headers(account))
 
         answer = Answer(wanted.stop, structured=wanted.output is not None)
-        common = dict(answer=answer, clock=self.clock, on_output=first_output, on_quota=quota,
+        common = dict(answer=answer, on_output=first_output, on_quota=quota,
                       keep=lambda whole: after(wanted, whole))
         if wanted.stream:
-            return StreamWriter(opened.encoder, request, self.hold, self.heartbeat, **common)
+            return StreamWriter(opened.encoder, request, self.clock, self.hold, self.heartbeat,
+                                **common)
         return BufferedWriter(opened.encoder, **common)
 
     def _admit(self, key: str | None) -> None:

@@ -80,7 +80,6 @@ class _Ending:
     encoder: Encoder
     done: Deferred = field(init=False)
     answer: Answer = field(factory=Answer, kw_only=True)
-    clock: IReactorTime | None = field(default=None, kw_only=True)
     # Called when the first content, reasoning or tool call is known (time to first token).
     on_output: Callable[[], None] | None = field(default=None, kw_only=True)
     # Called with the account's quota when the CLI reports it before the answer ends.
@@ -180,6 +179,7 @@ class StreamWriter(_Ending):
     """Server-sent events as the CLI's deltas arrive, then the API's closing events."""
 
     request: IRequest
+    clock: IReactorTime
     hold: float = HOLD_HEADERS_SECONDS
     heartbeat: float = HEARTBEAT_SECONDS
     _timer: IDelayedCall | None = field(default=None, init=False)
