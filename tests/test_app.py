@@ -23,6 +23,7 @@ from claude_proxy.plan import CLISettings
 from claude_proxy.runner import Runner
 
 from tests.fakes import sample_lines
+from tests.streams import data_events
 
 PARTIAL = sample_lines("cli-2.1.330/stream-json-partial.jsonl")
 URL = "http://proxy/v1/chat/completions"
@@ -88,15 +89,6 @@ def body(model="claude-haiku-4", **over):
     payload = {"model": model, "messages": [{"role": "user", "content": "hello"}]}
     payload.update(over)
     return payload
-
-
-def sse_events(raw: bytes):
-    events = []
-    for block in raw.decode().split("\n\n"):
-        if block.startswith("data: "):
-            data = block[len("data: "):]
-            events.append(data if data == "[DONE]" else json.loads(data))
-    return events
 
 
 def answer(treq, reactor, d, lines=PARTIAL, code=0):
@@ -180,7 +172,7 @@ def test_streaming_with_usage(proxy, reactor):
     response, raw = answer(treq, reactor, d)
     assert response.code == 200
     assert response.headers.getRawHeaders("content-type") == ["text/event-stream; charset=utf-8"]
-    events = sse_events(raw)
+    events = data_events(raw)
     assert events[-1] == "[DONE]"
     chunks = events[:-1]
     assert len({c["id"] for c in chunks}) == 1
@@ -195,7 +187,7 @@ def test_streaming_with_usage(proxy, reactor):
 def test_streaming_without_usage_chunk(proxy, reactor):
     _, _, treq = proxy
     _, raw = answer(treq, reactor, treq.post(URL, json=body(stream=True)))
-    assert all("usage" not in c for c in sse_events(raw)[:-1])
+    assert all("usage" not in c for c in data_events(raw)[:-1])
 
 
 def test_stream_takes_the_result_text_when_deltas_fell_short(proxy, reactor):
@@ -204,7 +196,7 @@ def test_stream_takes_the_result_text_when_deltas_fell_short(proxy, reactor):
                     sample_lines("cli-2.1.330/midstream-error-fallback.jsonl"))
     # The deltas said "partial "; the retried answer is authoritative but cannot
     # replace text already sent, so only what extends it is added.
-    texts = [c["choices"][0]["delta"].get("content") for c in sse_events(raw)[1:-2]]
+    texts = [c["choices"][0]["delta"].get("content") for c in data_events(raw)[1:-2]]
     assert texts == ["partial "]
 
 
@@ -228,7 +220,7 @@ def test_error_after_the_stream_started_is_an_sse_error_then_done(proxy, reactor
     response = result(d)
     raw = result(treq.content(response))
     assert response.code == 200
-    events = sse_events(raw)
+    events = data_events(raw)
     assert events[-1] == "[DONE]"
     assert events[-2]["error"]["code"] == "cli_error"
     assert "out of memory" in events[-2]["error"]["message"]
@@ -261,7 +253,7 @@ def test_headers_go_out_when_the_api_answers_or_after_the_hold(proxy, reactor):
     treq.flush()
     raw = result(treq.content(response))
     assert b": keep-alive\n\n" in raw
-    assert sse_events(raw)[-1] == "[DONE]"
+    assert data_events(raw)[-1] == "[DONE]"
     assert reactor.getDelayedCalls() == []
 
 

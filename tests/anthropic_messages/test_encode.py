@@ -1,7 +1,5 @@
 """The Messages encoder: the neutral answer → Anthropic message objects and events."""
 
-import json
-
 from anthropic.lib.streaming._messages import accumulate_event
 
 from claude_proxy.anthropic_messages.encode import MessagesEncoder
@@ -12,6 +10,8 @@ from claude_proxy.events import (
     ToolInputDelta, ToolUseStart, Usage,
 )
 
+from tests.streams import named_events
+
 START = Usage(11, 1, 5, 3)
 
 
@@ -20,15 +20,7 @@ def encoder():
 
 
 def events(data: bytes) -> list[tuple[str, dict]]:
-    out = []
-    for frame in data.decode().split("\n\n"):
-        if frame:
-            event, data_line = frame.split("\n")
-            assert event.startswith("event: ") and data_line.startswith("data: ")
-            payload = json.loads(data_line[len("data: "):])
-            assert payload["type"] == event[len("event: "):]
-            out.append((payload["type"], payload))
-    return out
+    return [(payload["type"], payload) for payload in named_events(data)]
 
 
 def stream(answer_events, result=None, stops=()):

@@ -19,6 +19,7 @@ from pathlib import Path
 from attrs import define, frozen
 
 from tests.integration.conftest import free_port
+from tests.streams import sse
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE_CLI = str(REPO / "tests" / "fake_cli.py")
@@ -243,21 +244,6 @@ class Reply:
     elapsed: float = 0.0
 
 
-def _sse_events(body: bytes) -> list[tuple[str | None, str]]:
-    """(event name, data) of each SSE event; comments (heartbeats) left out."""
-    events = []
-    for block in body.decode("utf-8", "replace").split("\n\n"):
-        name, data = None, []
-        for line in block.split("\n"):
-            if line.startswith("event:"):
-                name = line[6:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].removeprefix(" "))
-        if data:
-            events.append((name, "\n".join(data)))
-    return events
-
-
 def _error_of(api: str, status: int, body: object) -> tuple[dict | None, list[str]]:
     """The error of an error body, checked against its API's shape."""
     problems = []
@@ -307,12 +293,17 @@ def read_reply(api: str, response: Response, elapsed: float = 0.0) -> Reply:
             finish = body["stop_reason"]
             complete = finish == "end_turn"
         return Reply(200, headers, False, text, finish, complete, None, True, (), elapsed)
-    return _read_stream(api, headers, _sse_events(response.body), elapsed)
+    try:
+        events = sse(response.body.decode("utf-8", "replace"))
+    except AssertionError as e:  # not SSE at all
+        return Reply(200, headers, True, "", None, False, None, False, (str(e),), elapsed)
+    return _read_stream(api, headers, events, elapsed)
 
 
 def _read_stream(api: str, headers: dict, events: list, elapsed: float) -> Reply:
     texts, finish, error, ended, problems = [], None, None, False, []
-    for i, (name, data) in enumerate(events):
+    for event in events:
+        name, data = event.name, event.data
         if ended:
             problems.append(f"an event after the stream's end: {data[:100]}")
             break

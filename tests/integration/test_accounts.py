@@ -14,7 +14,8 @@ import pytest
 import pytest_twisted
 
 from tests.integration.conftest import login
-from tests.integration.test_daemon import CHAT, sse
+from tests.integration.test_daemon import CHAT
+from tests.streams import data_events
 from tests.integration.test_fidelity import settled
 
 TOKENS = {"a": "sk-ant-oat01-account-a", "b": "sk-ant-oat01-account-b"}
@@ -150,7 +151,7 @@ async def test_a_spent_account_fails_over_and_is_skipped_until_it_resets(start_d
         assert response.code == 200, await response.text()
         assert served_by(response) == "b"
         if stream:
-            assert sse(await response.content())[-1] == "[DONE]"
+            assert data_events(await response.content())[-1] == "[DONE]"
         assert tokens_seen(mock_api) == [TOKENS["a"], TOKENS["b"]]
         await settled(daemon)
         # a is skipped now: the mock sees only b.

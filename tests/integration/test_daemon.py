@@ -16,6 +16,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 
 from tests.integration.conftest import build_daemon, eventually, login
+from tests.streams import data_events
 
 CHAT = "/v1/chat/completions"
 
@@ -24,15 +25,6 @@ def chat(text="hello", model="claude-sonnet-4", **over):
     body = {"model": model, "messages": [{"role": "user", "content": text}]}
     body.update(over)
     return body
-
-
-def sse(raw: bytes) -> list:
-    out = []
-    for block in raw.decode().split("\n\n"):
-        if block.startswith("data: "):
-            data = block[6:]
-            out.append(data if data == "[DONE]" else json.loads(data))
-    return out
 
 
 def system_text(request) -> str:
@@ -85,7 +77,7 @@ async def test_stream_with_usage(daemon):
                                             stream_options={"include_usage": True}))
     assert response.code == 200
     assert response.headers.getRawHeaders("content-type")[0].startswith("text/event-stream")
-    events = sse(await response.content())
+    events = data_events(await response.content())
     assert events[-1] == "[DONE]"
     chunks = events[:-1]
     assert len({c["id"] for c in chunks}) == 1
@@ -125,7 +117,7 @@ async def test_200_kb_prompts(daemon, mock_api):
     response = await daemon.post(CHAT, {"model": "claude-sonnet-4", "stream": True, "messages": [
         {"role": "system", "content": system}, {"role": "user", "content": prompt}]})
     assert response.code == 200
-    events = sse(await response.content())
+    events = data_events(await response.content())
     assert events[-1] == "[DONE]"
     [request] = mock_api.requests
     assert system in system_text(request)

@@ -13,7 +13,8 @@ import pytest_twisted
 from twisted.internet import reactor, task
 
 from tests.integration.conftest import eventually
-from tests.integration.test_daemon import CHAT, sse
+from tests.integration.test_daemon import CHAT
+from tests.streams import data_events
 from tests.mock_anthropic import THINKING_TEXT
 
 PNG = base64.b64encode(bytes.fromhex(
@@ -79,7 +80,7 @@ def sanitized(call_id: str) -> str:
 async def streamed(daemon, body) -> list:
     response = await daemon.post(CHAT, body)
     assert response.code == 200, await response.text()
-    return sse(await response.content())
+    return data_events(await response.content())
 
 
 async def completed(daemon, body) -> dict:
@@ -327,7 +328,7 @@ async def test_tool_call_after_a_failed_stream_is_not_lost(daemon, mock_api):
         response = await daemon.post(CHAT, openclaw_body(f"read x {directive}", stream=stream))
         assert response.code == 200
         if stream:
-            chunks = [c for c in sse(await response.content())[:-1] if c["choices"]]
+            chunks = [c for c in data_events(await response.content())[:-1] if c["choices"]]
             calls = [tc for c in chunks for tc in c["choices"][0]["delta"].get("tool_calls", [])]
             finish = chunks[-1]["choices"][0]["finish_reason"]
         else:

@@ -23,6 +23,7 @@ import treq
 
 from tests.integration.conftest import build_daemon, free_port
 from tests.integration.test_twistd import TWISTD
+from tests.streams import DONE, data_events
 
 CHAT = "/v1/chat/completions"
 
@@ -143,11 +144,11 @@ def test_daemon_mode_keys_reload_and_graceful_stop(tmp_path, cli_path, mock_proc
     os.kill(pid, signal.SIGTERM)
     reader.join(timeout=60)
     assert got["status"] == 200
-    events = [b[6:] for b in got["body"].decode().split("\n\n") if b.startswith("data: ")]
-    assert events[-1] == "[DONE]"
-    assert json.loads(events[-2])["choices"][0]["finish_reason"] == "stop"
+    events = data_events(got["body"])
+    assert events[-1] == DONE
+    assert events[-2]["choices"][0]["finish_reason"] == "stop"
     assert "MOCK REPLY to: slowly" in "".join(
-        json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1])
+        e["choices"][0]["delta"].get("content") or "" for e in events[:-1])
 
     wait_for(lambda: not alive(pid))
     assert not pidfile.exists()
@@ -186,9 +187,9 @@ def test_sigterm_past_the_grace_ends_streams_with_an_error_and_exits_0(tmp_path,
     finally:
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
-    events = [b[6:] for b in got["body"].decode().split("\n\n") if b.startswith("data: ")]
-    assert events[-1] == "[DONE]"
-    assert json.loads(events[-2])["error"]["code"] == "shutting_down"
+    events = data_events(got["body"])
+    assert events[-1] == DONE
+    assert events[-2]["error"]["code"] == "shutting_down"
     assert processes_under(scratch) == []
 
 

@@ -1,6 +1,5 @@
 """The Chat Completions encoder: the neutral answer → OpenAI bodies and chunks."""
 
-import json
 import re
 
 from claude_proxy.answer import Answer, CallArgs, CallStart, SignatureOut, TextOut, ThinkingOut
@@ -9,7 +8,7 @@ from claude_proxy.events import MessageDelta, MessageStart, Result, TextDelta, T
     ToolUseStart, Usage
 from claude_proxy.openai_chat.encode import ChatEncoder, finish_reason
 
-from tests.streams import answered
+from tests.streams import DONE, answered, data_events
 
 CALL_ID = re.compile(r"call[A-Za-z0-9]+")
 
@@ -18,13 +17,8 @@ def encoder(include_usage=False):
     return ChatEncoder("chatcmpl-1", "claude-opus-4", 123, include_usage)
 
 
-def frames(data):
-    """The data of each SSE frame."""
-    return [f[len(b"data: "):] for f in data.split(b"\n\n") if f]
-
-
 def chunks(data):
-    return [json.loads(f) for f in frames(data) if f != b"[DONE]"]
+    return [c for c in data_events(data) if c != DONE]
 
 
 def test_finish_reasons():
@@ -71,7 +65,7 @@ def test_stream_chunks():
     assert all(c["object"] == "chat.completion.chunk" and c["id"] == "chatcmpl-1" for c in body)
     end = enc.closing(answered(TextDelta("x"), result=Result(False, "success", "x", "max_tokens",
                                                              None, Usage(1, 2))))
-    assert frames(end)[-1] == b"[DONE]"
+    assert data_events(end)[-1] == DONE
     finish, usage = chunks(end)
     assert finish["choices"][0]["finish_reason"] == "length"
     assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 2
@@ -87,4 +81,4 @@ def test_a_failure_after_the_start_is_an_error_event_then_done():
     data = encoder().failure(APIError(502, "broke", "server_error", "cli_error"))
     assert chunks(data) == [{"error": {"message": "broke", "type": "server_error", "param": None,
                                        "code": "cli_error"}}]
-    assert frames(data)[-1] == b"[DONE]"
+    assert data_events(data)[-1] == DONE

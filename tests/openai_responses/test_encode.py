@@ -1,7 +1,5 @@
 """The Responses encoder: the neutral answer → response objects and their event stream."""
 
-import json
-
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
@@ -12,7 +10,7 @@ from claude_proxy.events import MessageDelta, MessageStart, Result, TextDelta, T
 from claude_proxy.openai_responses.encode import ResponsesEncoder, Shape, deleted
 from claude_proxy.openai_responses.parse import thinking_block
 
-from tests.streams import answered
+from tests.streams import answered, named_events
 
 ECHO = {"instructions": None, "tools": [], "tool_choice": "auto", "parallel_tool_calls": True,
         "metadata": {}, "store": True, "text": {"format": {"type": "text"}}}
@@ -25,17 +23,10 @@ def shape(**over):
 
 
 def events(data):
-    """Each SSE frame's event name and data; the name must be the data's type."""
-    out = []
-    for frame in data.split(b"\n\n"):
-        if not frame:
-            continue
-        name, payload = frame.split(b"\n")
-        assert name.startswith(b"event: ") and payload.startswith(b"data: ")
-        event = json.loads(payload[len(b"data: "):])
-        assert event["type"] == name[len(b"event: "):].decode()
-        EVENTS.validate_python(event)  # the openai SDK's own types
-        out.append(event)
+    """Each SSE frame's data; the name must be the data's type, the data one of the SDK's types."""
+    out = named_events(data)
+    for event in out:
+        EVENTS.validate_python(event)
     return out
 
 
