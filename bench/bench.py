@@ -93,9 +93,9 @@ def start_bare(cli: str, env: dict, cli_env: tuple, work: Path,
     for name in ("tmp", "config"):
         (run / name).mkdir()
     env = {"CLAUDE_CODE_TMPDIR": str(run / "tmp"), "CLAUDE_CONFIG_DIR": str(run / "config"),
-           **plan.env}
+           **plan.spawn_env(plan.cold_settings)}
     started = time.perf_counter()
-    proc = subprocess.Popen(plan.argv(str(prompt_file)), env=env, cwd=run, bufsize=0,
+    proc = subprocess.Popen(plan.argv(str(prompt_file), plan.cold_settings), env=env, cwd=run, bufsize=0,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     [batch] = plan.stdin  # one user message: no history to replay
     proc.stdin.write(batch)

@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench import (BODY, bare_cli_once, free_port, proxy_once, scratch_env,  # noqa: E402
                          start_bare, start_mock, summary, wait_healthy)
-from claude_proxy.plan import CLISettings, child_env  # noqa: E402
+from claude_proxy.plan import CLISettings, TurnSettings, child_env  # noqa: E402
 
 CMAP_PACKAGE = "claude-max-api-proxy"
 CMAP_VERSION = "1.0.0"
@@ -399,7 +399,7 @@ def start_cmap(cli: str, env: dict, cli_env: tuple, base: Path,
     work.mkdir()
     # The environment the proxy gives its CLI (mock URL and key, no telemetry,
     # no retries), with one config dir for all runs, as the package would have.
-    child = child_env(CLISettings(cli, 0, cli_env), env, None)
+    child = {**TurnSettings().env(), **child_env(CLISettings(cli, 0, cli_env), env)}
     child.update(PATH=f"{bindir}{os.pathsep}{env['PATH']}", CLAUDE_CONFIG_DIR=env["CLAUDE_CONFIG_DIR"])
     port = free_port()
     log = base / "cmap.log"

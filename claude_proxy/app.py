@@ -193,7 +193,8 @@ class ProxyAPI:
         accounts = self.accounts.route(conversation_key(wanted, exchange.key_id),
                                        self.clock.seconds())
         for account in accounts:
-            plan = build_plan(wanted, self.settings, account.environ(self.environ))
+            plan = build_plan(wanted, self.settings, account.environ(self.environ),
+                              self.runner.aliases)
             writer = self._writer(request, opened, account)
             _set_headers(request, self.accounts.headers(account))
 

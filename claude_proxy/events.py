@@ -133,9 +133,20 @@ class ControlRequest:
 
 @frozen
 class ControlResponse:
-    """The CLI answers a control request of the proxy's (the initialize request)."""
+    """The CLI answers a control request of the proxy's (initialize, settings)."""
 
     request_id: str
+    # The initialize answer's models: each alias and the full id the CLI runs for it.
+    aliases: tuple[tuple[str, str], ...] = ()
+
+
+def _aliases(answer: object) -> tuple[tuple[str, str], ...]:
+    models = answer.get("models") if isinstance(answer, dict) else None
+    if not isinstance(models, list):
+        return ()
+    return tuple((m["value"], m["resolvedModel"]) for m in models
+                 if isinstance(m, dict) and isinstance(m.get("value"), str)
+                 and isinstance(m.get("resolvedModel"), str))
 
 
 @frozen
@@ -223,8 +234,10 @@ def parse_line(line: bytes) -> Event | None:
         return ControlRequest(str(obj.get("request_id", "")), str(request.get("subtype", "")), request)
     if kind == "control_response":
         response = obj.get("response")
-        return ControlResponse(str(response.get("request_id", ""))) \
-            if isinstance(response, dict) else None
+        if not isinstance(response, dict):
+            return None
+        return ControlResponse(str(response.get("request_id", "")),
+                               _aliases(response.get("response")))
     if kind == "result":
         text = obj.get("result")
         status = obj.get("api_error_status")

@@ -58,14 +58,14 @@ class Continuation:
     own to an idle session, or its tool results to one waiting for them.
     """
 
-    shape: str
+    shape: tuple[tuple[str, str], ...]  # the process's shape, part by part, and the API key
     history: str | None  # the conversation before the last message; None: a first turn
     line: bytes = b""
     results: tuple[ToolResult, ...] | None = None  # None: not only tool results
 
 
-def shape_of(plan: RunPlan, key_id: str | None) -> str:
-    return hashlib.sha256(json.dumps([plan.warm_key, key_id]).encode()).hexdigest()
+def shape_of(plan: RunPlan, key_id: str | None) -> tuple[tuple[str, str], ...]:
+    return (*plan.shape.items(), ("key", _digest(key_id)))
 
 
 def _digest(obj: object) -> str:

@@ -26,13 +26,21 @@ log = Logger()
 
 # Why a request with history was not continued (the /metrics label).
 NO_SESSION = "no_session"  # no live session holds its history: new, edited, regenerated, expired
-SETTINGS_CHANGED = "settings_changed"  # one does, under another model, prompt, tools, options or key
 TOOL_RESULTS = "tool_results"  # one waits on tool calls, and these are not exactly their results
+# Or one does, under another model, system prompt, tools, options or API key:
+# "<part>_changed", the first part of the shape that differs (live.shape_of).
+# (Thinking, effort and max tokens change in place.)
+
+
+def _changed(held: tuple[tuple[str, str], ...], wanted: tuple[tuple[str, str], ...]) -> str:
+    """Which part of a session's shape a request differs in: `model_changed`, …"""
+    part = next(name for (name, a), (_, b) in zip(held, wanted) if a != b)
+    return f"{part}_changed"
 
 
 @define(eq=False)
 class _Parked:
-    shape: str
+    shape: tuple[tuple[str, str], ...]
     conversation: str  # the digest of its conversation, up to the answer the client got
     ttl: IDelayedCall
 
@@ -57,7 +65,8 @@ class LiveSessions:
     def waiting_for_tools(self) -> int:
         return sum(s.state == TOOLS for s in self._parked)
 
-    def park(self, session: CLISession, shape: str, conversation: str) -> None:
+    def park(self, session: CLISession, shape: tuple[tuple[str, str], ...],
+             conversation: str) -> None:
         """Keep a session whose turn is done (or waits on tool results) for its next request."""
         if self._stopping or not session.alive:
             self._end(session, "room")
@@ -87,7 +96,7 @@ class LiveSessions:
         if any(self._parked[s].shape == turn.shape for s in found):
             why = TOOL_RESULTS
         elif found:
-            why = SETTINGS_CHANGED
+            why = _changed(self._parked[found[-1]].shape, turn.shape)
         else:
             why = NO_SESSION
         self.fallbacks[why] += 1

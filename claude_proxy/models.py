@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from attrs import frozen
+from attrs import define, field, frozen
 
 from claude_proxy.errors import model_not_found
 
@@ -55,6 +55,24 @@ def resolve(requested: object) -> ModelChoice:
     if _FULL_ID.fullmatch(bare):
         return ModelChoice(bare, bare)
     raise model_not_found(requested)
+
+
+@define
+class Aliases:
+    """
+    The full id the CLI runs for each alias, as its initialize answers say
+    (CLI 2.1.330: `sonnet` → claude-sonnet-5-5); the same CLI for the daemon's life.
+    """
+
+    _resolved: dict[str, str] = field(factory=dict)
+
+    def learn(self, pairs: tuple[tuple[str, str], ...]) -> None:
+        for alias, full in pairs:
+            if alias in ALIASES and _FULL_ID.fullmatch(full):
+                self._resolved[alias] = full
+
+    def get(self, alias: str, default: str | None = None) -> str | None:
+        return self._resolved.get(alias, default)
 
 
 def model_object(model_id: str) -> dict:

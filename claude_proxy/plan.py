@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from attrs import frozen
 
 from claude_proxy.conversation import Message
+from claude_proxy.models import ALIASES
 from claude_proxy.request import Request
 from claude_proxy.tools import Tool, initialize_request
 
@@ -69,25 +70,83 @@ class CLISettings:
 
 
 @frozen
+class TurnSettings:
+    """
+    What a request may change between two turns of one CLI: CLI 2.1.330 takes
+    them in place (an `apply_flag_settings` control request, measured: the next
+    API request has the new thinking, effort and max_tokens, and the
+    conversation is unchanged), so they are not part of a process's shape.
+    """
+
+    effort: str | None = None  # the CLI's --effort; None: thinking off
+    max_tokens: int | None = None
+
+    @property
+    def thinking(self) -> bool:
+        return self.effort is not None
+
+    def args(self) -> list[str]:
+        return ["--effort", self.effort] if self.effort is not None else []
+
+    def env(self) -> dict[str, str]:
+        env = {}
+        if self.max_tokens is not None:
+            env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] = str(self.max_tokens)
+        if not self.thinking:
+            # The CLI turns adaptive thinking on by itself; a request that asks for none expects it off.
+            env["CLAUDE_CODE_DISABLE_THINKING"] = "1"
+        return env
+
+    def flag_settings(self, fixed_env: Mapping[str, str]) -> dict:
+        """
+        The settings that make a running CLI's next turns as if it had been
+        started with these; an empty value is the CLI's default, a null effort
+        its own default effort. What --cli-env fixes stays as it is.
+        """
+        env = {"CLAUDE_CODE_MAX_OUTPUT_TOKENS": "", "CLAUDE_CODE_DISABLE_THINKING": "",
+               **self.env()}
+        return {"effortLevel": self.effort,
+                "env": {k: v for k, v in env.items() if k not in fixed_env}}
+
+
+@frozen
 class RunPlan:
-    model: str
+    model: str  # what the CLI runs: an alias resolved to its full id when the CLI has said it
     system_prompt: str
     # stdin in batches: every batch but the last ends with a history message
     # the CLI acknowledges with a result line; the next batch waits for it.
     stdin: tuple[bytes, ...]
-    env: Mapping[str, str]
-    base_args: tuple[str, ...]
+    env: Mapping[str, str]  # fixed at spawn; a turn's settings add theirs
+    base_args: tuple[str, ...]  # fixed at spawn, without --model
+    # The model as asked (`sonnet` stays an alias): a process's shape, the same
+    # whether or not the alias was resolved when it started.
+    family: str = ""
     tools: tuple[Tool, ...] = ()
     # The control request that registers the tools' MCP server; written before
     # any turn (for a pre-started process, at its start).
     initialize: bytes = b""
+    settings: TurnSettings = TurnSettings()  # as the request asks
+    # For a turn replayed in a new CLI: thinking goes off when the API would
+    # refuse it (the tool loop's last call has no signed thinking to go back).
+    cold_settings: TurnSettings = TurnSettings()
+
+    @property
+    def shape(self) -> dict[str, str]:
+        """
+        What a CLI process is fixed to at spawn, part by part (a turn's settings
+        are not: they change in place), each part as a digest.
+        """
+        def digest(obj: object) -> str:
+            return hashlib.sha256(json.dumps(obj).encode("utf-8")).hexdigest()
+
+        return {"model": digest(self.family), "system": digest(self.system_prompt),
+                "tools": digest(self.initialize.decode("utf-8")),
+                "options": digest([self.base_args, sorted(self.env.items())])}
 
     @property
     def warm_key(self) -> str:
         """What a pre-started process must share with this run: all fixed at spawn."""
-        fixed = json.dumps([self.base_args, sorted(self.env.items()), self.system_prompt,
-                            self.initialize.decode("utf-8")])
-        return hashlib.sha256(fixed.encode("utf-8")).hexdigest()
+        return hashlib.sha256(json.dumps(self.shape, sort_keys=True).encode()).hexdigest()
 
     @property
     def continuable(self) -> bool:
@@ -97,14 +156,18 @@ class RunPlan:
         """
         return "--json-schema" not in self.base_args
 
-    def argv(self, system_prompt_file: str) -> list[str]:
+    def argv(self, system_prompt_file: str, settings: TurnSettings) -> list[str]:
         # The system prompt goes through a private file: one argv string is capped
         # at 128 KiB and every argv is visible in `ps`.
-        return [*self.base_args, "--system-prompt-file", system_prompt_file]
+        return [*self.base_args, "--model", self.model, *settings.args(),
+                "--system-prompt-file", system_prompt_file]
+
+    def spawn_env(self, settings: TurnSettings) -> dict[str, str]:
+        # --cli-env (in self.env) wins over a turn's settings.
+        return {**settings.env(), **self.env}
 
 
-def child_env(settings: CLISettings, environ: Mapping[str, str], max_tokens: int | None,
-              thinking: bool = False) -> dict:
+def child_env(settings: CLISettings, environ: Mapping[str, str]) -> dict:
     env = {k: v for k, v in environ.items() if k in INHERITED or k.startswith("LC_")}
     env.update(FIXED_ENV)
     # Each run gets a scratch CLAUDE_CONFIG_DIR (the runner makes it), so the
@@ -114,11 +177,6 @@ def child_env(settings: CLISettings, environ: Mapping[str, str], max_tokens: int
     env["CLAUDE_SECURESTORAGE_CONFIG_DIR"] = environ.get(
         "CLAUDE_SECURESTORAGE_CONFIG_DIR", environ.get("CLAUDE_CONFIG_DIR", ""))
     env["CLAUDE_CODE_MAX_RETRIES"] = str(settings.max_retries)
-    if max_tokens is not None:
-        env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] = str(max_tokens)
-    if not thinking:
-        # The CLI turns adaptive thinking on by itself; a request that asks for none expects it off.
-        env["CLAUDE_CODE_DISABLE_THINKING"] = "1"
     env.update(settings.cli_env)
     return env
 
@@ -152,7 +210,7 @@ def assistant_line(message: Message, index: int, model: str) -> bytes:
         "usage": {"input_tokens": 0, "output_tokens": 0}}})
 
 
-def stdin_batches(request: Request) -> tuple[bytes, ...]:
+def stdin_batches(request: Request, model: str) -> tuple[bytes, ...]:
     """
     The conversation as the CLI's stream-json input. Earlier messages are
     replayed as real turns: an assistant line joins the history at once, a
@@ -165,7 +223,7 @@ def stdin_batches(request: Request) -> tuple[bytes, ...]:
     current = b""
     for index, message in enumerate(request.conversation.history):
         if message.role == "assistant":
-            current += assistant_line(message, index, request.model.cli_model)
+            current += assistant_line(message, index, model)
         else:
             batches.append(current + user_line(message, query=False))
             current = b""
@@ -181,18 +239,39 @@ def _feature_args(request: Request) -> list[str]:
         args += ["--permission-prompt-tool", "stdio"]
     if request.output is not None:
         args += ["--json-schema", json.dumps(request.output.schema, separators=(",", ":"))]
-    if request.effort is not None:
-        args += ["--effort", request.effort]
     return args
 
 
-def build_plan(request: Request, settings: CLISettings, environ: Mapping[str, str]) -> RunPlan:
+def cold_settings(request: Request, model: str) -> TurnSettings:
+    """
+    The settings of a turn replayed in a new CLI. Inside a tool loop the API
+    wants the last call's signed thinking block back when thinking is on, and
+    CLI 2.1.330 replays a history turn's thinking block only when the turn
+    names the model it runs (measured): never an alias, so aliases run under
+    the full id the CLI resolves them to. Without that block, thinking goes off.
+    """
+    settings = TurnSettings(request.effort, request.max_tokens)
+    conversation = request.conversation
+    if settings.thinking and conversation.ends_tool_loop() and not (
+            conversation.last_call_signed() and model not in ALIASES):
+        return TurnSettings(None, request.max_tokens)
+    return settings
+
+
+def build_plan(request: Request, settings: CLISettings, environ: Mapping[str, str],
+               aliases: Mapping[str, str] | None = None) -> RunPlan:
+    """`aliases`: the full id the CLI runs for each alias, as far as it has said."""
+    family = request.model.cli_model
+    model = (aliases or {}).get(family, family)
     return RunPlan(
-        model=request.model.cli_model,
+        model=model,
+        family=family,
         system_prompt=request.system,
         # The conversation goes on stdin, never argv: no size cap, not in `ps`.
-        stdin=stdin_batches(request),
-        env=child_env(settings, environ, request.max_tokens, thinking=request.effort is not None),
+        stdin=stdin_batches(request, model),
+        env=child_env(settings, environ),
+        settings=TurnSettings(request.effort, request.max_tokens),
+        cold_settings=cold_settings(request, model),
         base_args=(
             settings.claude,
             "-p",
@@ -200,7 +279,6 @@ def build_plan(request: Request, settings: CLISettings, environ: Mapping[str, st
             "--output-format", "stream-json",
             "--input-format", "stream-json",
             "--include-partial-messages",
-            "--model", request.model.cli_model,
             *ISOLATION_ARGS,
             *_feature_args(request),
         ),

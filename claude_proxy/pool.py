@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
+from claude_proxy.models import Aliases
 from claude_proxy.plan import RunPlan
 from claude_proxy.session import READY, CLISession, ProcessReactor
 from claude_proxy.tether import Tether
@@ -42,6 +43,7 @@ class WarmPool:
     ttl: float = 600.0
     scratch_root: str | None = None
     tether: Tether | None = None  # ties each CLI's life to the daemon's
+    aliases: Aliases | None = None  # taught what the CLIs' initialize answers say
     _waiting: list[CLISession] = field(factory=list)  # oldest first
     _ttls: dict[CLISession, IDelayedCall] = field(factory=dict)
     # warm_key -> (plan, last seen, times); newest last
@@ -120,7 +122,7 @@ class WarmPool:
         warm.kill()  # it has done nothing worth a grace period
 
     def _start(self, plan: RunPlan) -> bool:
-        warm = CLISession(self.reactor, plan, self.scratch_root, self.tether)
+        warm = CLISession(self.reactor, plan, self.scratch_root, self.tether, aliases=self.aliases)
         try:
             warm.start()
         except Exception as e:  # a system prompt that cannot be written, too: no request fails

@@ -11,7 +11,7 @@ from attrs import evolve, frozen
 
 from claude_proxy.conversation import Conversation
 from claude_proxy.errors import bad_request
-from claude_proxy.models import ALIASES, ModelChoice
+from claude_proxy.models import ModelChoice
 from claude_proxy.tools import Tool, ToolChoice
 
 # The schema goes to the CLI's argv (--json-schema), where one string is capped at 128 KiB.
@@ -67,20 +67,10 @@ def settled(request: Request) -> Request:
     """
     A request made consistent for the API, whatever door it came through:
     without tools, tool blocks in the history become text (the API refuses
-    them without definitions); and thinking goes off inside a tool loop unless
-    the last call's signed thinking block can go back with it, which the API
-    then wants. CLI 2.1.330 replays a history turn's thinking block only when
-    the turn names the model it runs, and history turns name the CLI's
-    --model: an alias (`sonnet`) never is the resolved id, so with an alias
-    the block is lost (measured).
+    them without definitions). Whether thinking can stay on is the plan's to
+    say (plan.cold_settings): inside a live CLI it always can.
     """
     conversation = request.conversation
     if not request.tools and conversation.uses_tools():
-        conversation = conversation.tools_as_text()
-    effort = request.effort
-    if effort is not None and conversation.ends_tool_loop() and not (
-            conversation.last_call_signed() and request.model.cli_model not in ALIASES):
-        effort = None
-    if conversation is request.conversation and effort == request.effort:
-        return request
-    return evolve(request, conversation=conversation, effort=effort)
+        return evolve(request, conversation=conversation.tools_as_text())
+    return request

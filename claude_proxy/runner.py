@@ -25,6 +25,7 @@ from claude_proxy.errors import (
 from claude_proxy.events import ApiRetry, Event, MessageStart, RateLimit, Result, ToolPermission
 from claude_proxy.live import Continuation
 from claude_proxy.live_sessions import LiveSessions
+from claude_proxy.models import Aliases
 from claude_proxy.plan import RunPlan
 from claude_proxy.pool import WarmPool
 from claude_proxy.session import IDLE, TOOLS, TURN, CLISession, ProcessReactor
@@ -142,20 +143,21 @@ class CLIRun:
             self.session.attach(self)
             assert self.turn is not None
             if self.session.state == TOOLS and self.turn.results is not None:
-                self.session.give_results(self.turn.results)
+                self.session.give_results(self.turn.results, self.plan.settings)
             else:
-                self.session.send([self.turn.line])
+                self.session.send([self.turn.line], self.plan.settings)
         else:
             warm = self.runner.pool.take(self.plan) if self.runner.pool is not None else None
             if warm is not None:
                 self.session = warm
                 warm.attach(self)
-                warm.send(self.plan.stdin, close_after=close)
+                warm.send(self.plan.stdin, self.plan.cold_settings, close_after=close)
             else:
-                self.session = CLISession(self.runner.reactor, self.plan,
-                                          self.runner.scratch_root, self.runner.tether)
+                self.session = CLISession(self.runner.reactor, self.plan, self.runner.scratch_root,
+                                          self.runner.tether, aliases=self.runner.aliases)
                 self.session.attach(self)
-                self.session.start(self.plan.stdin, close_after=close)
+                self.session.start(self.plan.stdin, close_after=close,
+                                   settings=self.plan.cold_settings)
         self.session.on_quota = self.on_quota
         if self._paused:
             self.session.pause()
@@ -409,6 +411,7 @@ class Runner(Service):
     pool: WarmPool | None = None  # pre-started sessions
     sessions: LiveSessions | None = None  # sessions kept with their conversation
     tether: Tether | None = None  # ties each CLI's life to the daemon's
+    aliases: Aliases = field(factory=Aliases)  # what the CLI's aliases resolve to
     _active: set[CLIRun] = field(factory=set)
     _queue: deque[CLIRun] = field(factory=deque)
     _stopping: bool = False
@@ -455,7 +458,8 @@ class Runner(Service):
             log.failure("Internal error in the live sessions")
             return None
 
-    def park(self, session: CLISession, shape: str, conversation: str) -> None:
+    def park(self, session: CLISession, shape: tuple[tuple[str, str], ...],
+             conversation: str) -> None:
         """
         Keep a session for its conversation's next request. Live sessions leave the warm
         pool its slots, so it is refilled however many conversations are live (a request

@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from attrs import define, field
+from attrs import define, evolve, field
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall, IProcessTransport
@@ -41,7 +41,8 @@ from claude_proxy.events import (
     AssistantToolUse, ControlRequest, ControlResponse, Event, MessageStart, RateLimit, Result,
     ToolPermission, ToolUseStart, parse_line,
 )
-from claude_proxy.plan import RunPlan
+from claude_proxy.models import Aliases
+from claude_proxy.plan import RunPlan, TurnSettings
 from claude_proxy.process import LineProcessProtocol
 from claude_proxy.tether import Tether, send_signal
 from claude_proxy.tools import INITIALIZE_ID, client_tool_name, initialize_request, mcp_answer
@@ -96,8 +97,15 @@ def control_answer(plan: RunPlan, event: ControlRequest) -> bytes:
                          "error": f"The proxy does not handle {event.subtype!r}."})
 
 
-def spawn(reactor: ProcessReactor, plan: RunPlan, protocol: LineProcessProtocol,
-          scratch_root: str | None, tether: Tether | None = None,
+def settings_line(request_id: str, plan: RunPlan, settings: TurnSettings) -> bytes:
+    """The control request that gives a running CLI a turn's settings."""
+    return json.dumps({"type": "control_request", "request_id": request_id, "request": {
+        "subtype": "apply_flag_settings", "settings": settings.flag_settings(plan.env)}},
+        separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+def spawn(reactor: ProcessReactor, plan: RunPlan, settings: TurnSettings,
+          protocol: LineProcessProtocol, scratch_root: str | None, tether: Tether | None = None,
           ) -> tuple[IProcessTransport, str]:
     """
     Start the CLI for a plan in a private scratch directory (its system prompt
@@ -117,8 +125,8 @@ def spawn(reactor: ProcessReactor, plan: RunPlan, protocol: LineProcessProtocol,
             scratch[variable] = os.path.join(workdir, name)
             os.mkdir(scratch[variable], 0o700)
         # --cli-env may still name its own config dir.
-        env = {**scratch, **plan.env}
-        argv = plan.argv(prompt_file)
+        env = {**scratch, **plan.spawn_env(settings)}
+        argv = plan.argv(prompt_file, settings)
         if tether is not None:
             argv = tether.argv(argv)
         transport = reactor.spawnProcess(protocol, argv[0], argv, env=env, path=workdir)
@@ -138,7 +146,9 @@ class CLISession:
     tether: Tether | None = None
     # The account's quota reports, whoever listens (set by the run that uses it).
     on_quota: Callable[[RateLimit], None] | None = None
+    aliases: Aliases | None = None  # taught what the CLI's initialize answer says
     state: str = field(default=STARTING, init=False)
+    settings: TurnSettings | None = field(default=None, init=False)  # what its turns run with
     exited: Deferred = field(factory=Deferred, init=False)  # fires once the process is reaped
     _transport: IProcessTransport | None = field(default=None, init=False)
     _workdir: str | None = field(default=None, init=False)
@@ -151,10 +161,12 @@ class CLISession:
     _close_after: bool = field(default=False, init=False)
     _ending: IDelayedCall | None = field(default=None, init=False)  # TERM → KILL
     _terminating: bool = field(default=False, init=False)
+    _settings_sent: int = field(default=0, init=False)
 
     # -- life
 
-    def start(self, batches: Sequence[bytes] = (), close_after: bool = False) -> None:
+    def start(self, batches: Sequence[bytes] = (), close_after: bool = False,
+              settings: TurnSettings | None = None) -> None:
         """
         Spawn and initialize; with a turn's batches, the first goes right
         behind the initialize request (a warm pool's session starts without).
@@ -163,7 +175,8 @@ class CLISession:
         first = self.plan.initialize + batches[0] if batches \
             else self.plan.initialize or BARE_INITIALIZE
         protocol = LineProcessProtocol(self, first)
-        self._transport, self._workdir = spawn(self.reactor, self.plan, protocol,
+        self.settings = settings if settings is not None else self.plan.cold_settings
+        self._transport, self._workdir = spawn(self.reactor, self.plan, self.settings, protocol,
                                                self.scratch_root, self.tether)
         if batches:
             self._turn(batches[1:], close_after)
@@ -188,13 +201,27 @@ class CLISession:
         self._listener = None
         self.resume()  # a paused client no longer holds the process back
 
-    def send(self, batches: Sequence[bytes], close_after: bool = False) -> None:
+    def send(self, batches: Sequence[bytes], settings: TurnSettings,
+             close_after: bool = False) -> None:
         """
-        A turn: the first batch now, each next one when the CLI has taken the
-        one before; with `close_after`, stdin closes behind the last.
+        A turn with these settings: the first batch now, each next one when
+        the CLI has taken the one before; with `close_after`, stdin closes
+        behind the last.
         """
+        self.apply(settings)
         self._write(batches[0])
         self._turn(batches[1:], close_after)
+
+    def apply(self, settings: TurnSettings) -> None:
+        """
+        The settings for what the CLI does next (written ahead of it: the CLI
+        takes stdin in order).
+        """
+        if settings == self.settings:
+            return
+        self._settings_sent += 1
+        self._write(settings_line(f"settings-{self._settings_sent}", self.plan, settings))
+        self.settings = settings
 
     def _turn(self, rest: Sequence[bytes], close_after: bool) -> None:
         self.state = TURN
@@ -204,8 +231,16 @@ class CLISession:
             # Nothing more to say and nothing to ask: the CLI starts the turn at once.
             self.close_stdin()
 
-    def give_results(self, results: Sequence[ToolResult]) -> None:
-        """The held tool calls' results: the CLI's turn goes on with them."""
+    def give_results(self, results: Sequence[ToolResult], settings: TurnSettings) -> None:
+        """
+        The held tool calls' results: the CLI's turn goes on with them, and
+        with these settings but its thinking (the API wants one thinking mode
+        through a tool loop).
+        """
+        held = self.settings
+        if held is not None and held.thinking != settings.thinking:
+            settings = evolve(settings, effort=held.effort)
+        self.apply(settings)
         self.state = TURN
         self._results = {r.tool_id: r for r in results}
         held, self._held = self._held, None
@@ -272,6 +307,8 @@ class CLISession:
         if isinstance(event, ControlResponse):
             if event.request_id == INITIALIZE_ID and self.state == STARTING:
                 self.state = READY
+            if event.aliases and self.aliases is not None:
+                self.aliases.learn(event.aliases)
             return
         if isinstance(event, ControlRequest):
             self._control(event)

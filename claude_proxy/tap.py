@@ -284,7 +284,7 @@ def makeService(options: Options, reactor: Any = None,
         # --cli-env PATH=... also says where to look for `claude`.
         claude = find_claude(options["claude"], {**environ, **dict(cli_env)})
         settings = CLISettings(claude, options["cli-retries"], cli_env)
-        probe_env = child_env(settings, environ, None)
+        probe_env = child_env(settings, environ)
         version = version_now(claude, probe_env)
     except CLIMissing as e:
         raise SystemExit(f"claude-proxy: {e}") from None
@@ -303,14 +303,15 @@ def makeService(options: Options, reactor: Any = None,
     runner.tether = Tether(os.path.join(state_dir, record_name(options["listen"])))
     if options["warm"]:
         runner.pool = WarmPool(reactor, min(options["warm"], options["max-concurrent"]),
-                               options["warm-ttl"], tether=runner.tether)
+                               options["warm-ttl"], tether=runner.tether,
+                               aliases=runner.aliases)
     if options["sessions"]:
         runner.sessions = LiveSessions(reactor, options["sessions"], options["session-ttl"])
     runner.setName("runner")
     runner.setServiceParent(top)
     accounts = Accounts(tuple(Account(name, d) for name, d in options["account"])
                         or (Account("default"),), refuse_overage=options["overage"] == "refuse")
-    logins = {a.name: CLIProbe(reactor, claude, child_env(settings, a.environ(environ), None))
+    logins = {a.name: CLIProbe(reactor, claude, child_env(settings, a.environ(environ)))
               for a in accounts.accounts}
     metrics = Metrics(runner, accounts)
     api = ProxyAPI(runner, settings, logins[accounts.accounts[0].name], environ, reactor,

@@ -1,7 +1,7 @@
 import json
 
 from claude_proxy.events import (
-    ApiRetry, ControlRequest, MessageDelta, RateLimit, Result, TextDelta, ThinkingDelta,
+    ApiRetry, ControlRequest, ControlResponse, MessageDelta, RateLimit, Result, TextDelta, ThinkingDelta,
     ToolInputDelta, ToolUseStart, Usage, Window, parse_line,
 )
 
@@ -98,3 +98,13 @@ def test_rate_limit_event_with_odd_fields():
     event = parse_line(line)
     assert event == RateLimit("", None, "", using_overage=False,
                               windows=(Window("five_hour", None, None, ""),))
+
+
+def test_the_initialize_answer_says_what_each_alias_runs():
+    [answer] = events("cli-2.1.330/initialize.jsonl")
+    assert isinstance(answer, ControlResponse) and answer.request_id == "proxy-initialize"
+    assert ("sonnet", "claude-sonnet-5-5") in answer.aliases
+    assert ("opus", "claude-opus-5-5") in answer.aliases
+    # Other control answers hold none.
+    assert parse_line(json.dumps({"type": "control_response", "response": {
+        "subtype": "success", "request_id": "settings-1"}}).encode()) == ControlResponse("settings-1")

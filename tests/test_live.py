@@ -24,6 +24,7 @@ TURN_2 = sample_lines("cli-2.1.330/live-turn-2.jsonl")
 HELD = sample_lines("cli-2.1.330/live-tools-held.jsonl")
 FIRST_RESULT = sample_lines("cli-2.1.330/live-tools-first-result.jsonl")
 SECOND_RESULT = sample_lines("cli-2.1.330/live-tools-second-result.jsonl")
+INITIALIZED = sample_lines("cli-2.1.330/initialize.jsonl")
 TOOLS = [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}}
          for n in ("read", "exec")]
 
@@ -37,9 +38,9 @@ def runner(reactor, tmp_path):
     return runner
 
 
-def ask(runner, messages, key="k", tools=None):
+def ask(runner, messages, key="k", tools=None, **extra):
     """Submit a Chat request as the app does; returns its writer."""
-    body = {"model": "claude-sonnet-4", "messages": messages}
+    body = {"model": "claude-sonnet-4", "messages": messages, **extra}
     if tools:
         body["tools"] = tools
     request = parse_chat_request(body)
@@ -89,6 +90,69 @@ def test_a_follow_up_continues_the_live_session(runner, reactor):
     assert (runner.in_flight, runner.sessions.count) == (0, 1)
 
 
+def test_a_follow_up_with_other_settings_continues_with_them_in_place(runner, reactor):
+    writer, process = first_turn(runner, reactor)
+    sent = len(process.stdin)
+    ask(runner, FIRST + [{"role": "assistant", "content": "MOCK REPLY to: hello"},
+                         {"role": "user", "content": "think"}],
+        reasoning_effort="high", max_tokens=64)
+    assert len(reactor.spawned) == 1 and runner.sessions.continued == 1
+    settings, line = written(process, sent)  # the settings, then the message
+    assert settings["type"] == "control_request" and settings["request"] == {
+        "subtype": "apply_flag_settings", "settings": {"effortLevel": "high", "env": {
+            "CLAUDE_CODE_MAX_OUTPUT_TOKENS": "64", "CLAUDE_CODE_DISABLE_THINKING": ""}}}
+    assert line["type"] == "user"
+
+
+def test_tool_results_continue_with_thinking_on_as_the_loop_began(runner, reactor):
+    writer = ask(runner, [{"role": "user", "content": "go"}], tools=TOOLS, reasoning_effort="low")
+    [process] = reactor.spawned
+    assert "CLAUDE_CODE_DISABLE_THINKING" not in process.env
+    process.emit(*HELD)
+    calls = reply(writer)["tool_calls"]
+    sent = len(process.stdin)
+    history = [{"role": "user", "content": "go"},
+               {"role": "assistant", "content": None, "tool_calls": calls},
+               {"role": "tool", "tool_call_id": calls[0]["id"], "content": "A"},
+               {"role": "tool", "tool_call_id": calls[1]["id"], "content": "B"}]
+    # The client asks for thinking again, and an OpenAI client never sends it back:
+    # a cold replay would have to turn it off; the live session keeps it.
+    ask(runner, history, tools=TOOLS, reasoning_effort="low")
+    assert len(reactor.spawned) == 1 and runner.sessions.continued == 1
+    [allow] = written(process, sent)  # no settings: nothing changed
+    assert allow["response"]["response"]["behavior"] == "allow"
+
+
+def test_the_cli_says_what_its_aliases_run_and_later_plans_use_it(runner, reactor):
+    ask(runner, [{"role": "user", "content": "go"}], tools=TOOLS)
+    [process] = reactor.spawned
+    assert process.args[process.args.index("--model") + 1] == "sonnet"
+    process.emit(*INITIALIZED)
+    assert runner.aliases.get("sonnet") == "claude-sonnet-5-5"
+    request = parse_chat_request({"model": "claude-sonnet-4", "messages": FIRST})
+    plan = build_plan(request, CLISettings("/bin/claude"), {}, runner.aliases)
+    assert plan.model == "claude-sonnet-5-5"
+
+
+def test_tool_results_keep_the_loops_thinking_mode(runner, reactor):
+    writer = ask(runner, [{"role": "user", "content": "go"}], tools=TOOLS, reasoning_effort="low")
+    [process] = reactor.spawned
+    process.emit(*HELD)
+    calls = reply(writer)["tool_calls"]
+    sent = len(process.stdin)
+    # Thinking off asked inside the loop: the API wants one mode through it; the effort
+    # and the token limit change.
+    ask(runner, [{"role": "user", "content": "go"},
+                 {"role": "assistant", "content": None, "tool_calls": calls},
+                 {"role": "tool", "tool_call_id": calls[0]["id"], "content": "A"},
+                 {"role": "tool", "tool_call_id": calls[1]["id"], "content": "B"}],
+        tools=TOOLS, max_tokens=50)
+    settings, allow = written(process, sent)
+    assert settings["request"]["settings"] == {"effortLevel": "low", "env": {
+        "CLAUDE_CODE_MAX_OUTPUT_TOKENS": "50", "CLAUDE_CODE_DISABLE_THINKING": ""}}
+    assert allow["response"]["response"]["behavior"] == "allow"
+
+
 def test_tool_results_go_to_the_held_calls_and_the_turn_goes_on(runner, reactor):
     writer = ask(runner, [{"role": "user", "content": "go"}], tools=TOOLS)
     [process] = reactor.spawned
@@ -128,8 +192,8 @@ def test_tool_results_go_to_the_held_calls_and_the_turn_goes_on(runner, reactor)
 
 
 @pytest.mark.parametrize("change, why", [
-    ("edited", "no_session"), ("regenerated", "no_session"), ("key", "settings_changed"),
-    ("system", "settings_changed"), ("tools", "settings_changed")])
+    ("edited", "no_session"), ("regenerated", "no_session"), ("key", "key_changed"),
+    ("system", "system_changed"), ("tools", "tools_changed")])
 def test_what_differs_is_never_continued(runner, reactor, change, why):
     first_turn(runner, reactor)
     history = [{"role": "user", "content": "hello"},

@@ -1,7 +1,7 @@
 import json
 
 from claude_proxy.openai_chat.parse import parse_chat_request
-from claude_proxy.plan import CLISettings, build_plan
+from claude_proxy.plan import CLISettings, TurnSettings, build_plan
 
 ENVIRON = {
     "PATH": "/usr/bin", "HOME": "/home/u", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
@@ -21,7 +21,7 @@ def plan_for(body=None, settings=None):
 
 def test_prompts_never_reach_argv():
     plan = plan_for()
-    argv = plan.argv("/scratch/system-prompt.txt")
+    argv = plan.argv("/scratch/system-prompt.txt", plan.settings)
     assert not any("SYSTEM" in a or "PROMPT" in a for a in argv)
     assert argv[argv.index("--system-prompt-file") + 1] == "/scratch/system-prompt.txt"
     assert plan.system_prompt == "SYSTEM" * 40_000
@@ -32,7 +32,8 @@ def test_prompts_never_reach_argv():
 
 
 def test_argv_runs_sandboxed_stream_json():
-    argv = plan_for().argv("f")
+    plan = plan_for()
+    argv = plan.argv("f", plan.settings)
     assert argv[:2] == ["/bin/claude", "-p"]
     pairs = {argv[i]: argv[i + 1] for i in range(len(argv) - 1)}
     assert pairs["--model"] == "opus"
@@ -70,8 +71,48 @@ def test_cli_env_is_the_explicit_way_in():
 def test_max_tokens_reaches_the_cli():
     plan = plan_for({"model": "sonnet", "max_tokens": 64,
                      "messages": [{"role": "user", "content": "hi"}]})
-    assert plan.env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] == "64"
-    assert "CLAUDE_CODE_MAX_OUTPUT_TOKENS" not in plan_for().env
+    assert plan.spawn_env(plan.settings)["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] == "64"
+    plan = plan_for()
+    assert "CLAUDE_CODE_MAX_OUTPUT_TOKENS" not in plan.spawn_env(plan.settings)
+
+
+def test_a_turns_settings_are_not_the_process_shape():
+    def plan(**extra):
+        return plan_for({"model": "sonnet", "messages": [{"role": "user", "content": "hi"}],
+                         **extra})
+
+    asked = plan(max_tokens=64, reasoning_effort="high")
+    assert asked.settings == TurnSettings("high", 64)
+    assert asked.warm_key == plan().warm_key  # thinking, effort and max tokens change in place
+    env = asked.spawn_env(asked.settings)
+    assert "CLAUDE_CODE_DISABLE_THINKING" not in env
+    argv = asked.argv("f", asked.settings)
+    assert argv[argv.index("--effort") + 1] == "high"
+    off = plan().settings
+    assert plan().spawn_env(off)["CLAUDE_CODE_DISABLE_THINKING"] == "1"
+    assert "--effort" not in plan().argv("f", off)
+    assert plan(model="opus").warm_key != plan().warm_key
+
+
+def test_flag_settings_undo_what_a_turn_does_not_ask_for():
+    # An empty value is the CLI's default; what --cli-env fixes is left alone.
+    assert TurnSettings("high", None).flag_settings({}) == {
+        "effortLevel": "high",
+        "env": {"CLAUDE_CODE_MAX_OUTPUT_TOKENS": "", "CLAUDE_CODE_DISABLE_THINKING": ""}}
+    assert TurnSettings(None, 64).flag_settings({"CLAUDE_CODE_MAX_OUTPUT_TOKENS": "9"}) == {
+        "effortLevel": None, "env": {"CLAUDE_CODE_DISABLE_THINKING": "1"}}
+
+
+def test_an_alias_runs_under_the_id_the_cli_resolved_it_to():
+    request = parse_chat_request({"model": "claude-sonnet-4", "messages": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
+        {"role": "user", "content": "again"}]})
+    plan = build_plan(request, CLISettings("/bin/claude"), {}, {"sonnet": "claude-sonnet-5-5"})
+    argv = plan.argv("f", plan.settings)
+    assert argv[argv.index("--model") + 1] == "claude-sonnet-5-5"
+    assert json.loads(plan.stdin[1].splitlines()[0])["message"]["model"] == "claude-sonnet-5-5"
+    # Its shape is the alias's, however it was resolved.
+    assert plan.warm_key == build_plan(request, CLISettings("/bin/claude"), {}).warm_key
 
 
 def test_default_login_location_when_no_config_dir_is_set():

@@ -6,6 +6,7 @@ import pytest
 
 from claude_proxy.anthropic_messages.parse import ignored_params, parse_messages_request
 from claude_proxy.errors import APIError
+from claude_proxy.plan import cold_settings
 
 PNG = base64.b64encode(bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -140,14 +141,17 @@ def test_signed_thinking_keeps_thinking_on_in_a_tool_loop():
     on = {"type": "enabled", "budget_tokens": 2048}
     request = parse(model="claude-sonnet-4-5", tools=[WEATHER], thinking=on,
                     messages=tool_loop(thinking=[signed]))
-    assert request.effort == "low"
+    assert cold_settings(request, request.model.cli_model).effort == "low"
     assert request.conversation.messages[1].content[0] == signed
-    # With an alias the CLI drops the replayed block, so thinking goes off too.
-    assert parse(model="sonnet", tools=[WEATHER], thinking=on,
-                 messages=tool_loop(thinking=[signed])).effort is None
+    # With an alias the CLI drops the replayed block, so a cold replay turns thinking off
+    # (a live session keeps it: the request says what was asked).
+    request = parse(model="sonnet", tools=[WEATHER], thinking=on, messages=tool_loop(thinking=[signed]))
+    assert request.effort == "low" and cold_settings(request, "sonnet").effort is None
+    assert cold_settings(request, "claude-sonnet-5-5").effort == "low"  # the alias resolved
     assert parse(model="sonnet", thinking=on).effort == "low"
-    # Without it the API would refuse thinking: the proxy turns it off.
-    assert parse(tools=[WEATHER], thinking=on, messages=tool_loop()).effort is None
+    # Without it the API would refuse thinking: a cold replay turns it off.
+    request = parse(tools=[WEATHER], thinking=on, messages=tool_loop())
+    assert cold_settings(request, request.model.cli_model).effort is None
     # An unsigned thinking block is dropped (the API refuses it); redacted thinking is kept.
     redacted = {"type": "redacted_thinking", "data": "opaque"}
     request = parse(tools=[WEATHER], messages=tool_loop(

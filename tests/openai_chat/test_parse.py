@@ -4,6 +4,7 @@ import pytest
 
 from claude_proxy.conversation import Message
 from claude_proxy.errors import APIError
+from claude_proxy.plan import cold_settings
 from claude_proxy.openai_chat.parse import ignored_params, include_usage, parse_chat_request
 
 
@@ -153,7 +154,10 @@ def test_history_tool_calls_become_text_when_no_tools_are_offered():
     assert request(messages=TOOL_LOOP, tools=READ).conversation.uses_tools()
 
 
-def test_thinking_stays_off_inside_a_tool_loop():
-    # The API wants the signed thinking block back there, which OpenAI clients drop.
-    assert request(messages=TOOL_LOOP, tools=READ, reasoning_effort="high").effort is None
-    assert request(messages=TOOL_LOOP[:1], tools=READ, reasoning_effort="high").effort == "high"
+def test_a_cold_replay_turns_thinking_off_inside_a_tool_loop():
+    # The API wants the signed thinking block back there, which OpenAI clients drop;
+    # a live session has its own, so the request keeps what was asked.
+    looped = request(messages=TOOL_LOOP, tools=READ, reasoning_effort="high")
+    assert looped.effort == "high" and cold_settings(looped, "claude-sonnet-5-5").effort is None
+    first = request(messages=TOOL_LOOP[:1], tools=READ, reasoning_effort="high")
+    assert cold_settings(first, "claude-sonnet-5-5").effort == "high"

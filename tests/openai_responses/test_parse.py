@@ -6,6 +6,7 @@ import json
 import pytest
 
 from claude_proxy.errors import APIError
+from claude_proxy.plan import cold_settings
 from claude_proxy.openai_responses.parse import (
     Context, encrypted_reasoning, ignored_params, namespaced_name, parse_responses_request,
     thinking_block,
@@ -144,7 +145,8 @@ def test_encrypted_reasoning_round_trips_into_a_signed_thinking_block():
         {"type": "function_call_output", "call_id": "c", "output": "r"}])
     assistant = parsed.request.conversation.messages[1]
     assert [b["type"] for b in assistant.content] == ["thinking", "tool_use"]
-    assert parsed.request.effort == "low"  # the loop is signed: thinking stays on
+    # the loop is signed: thinking stays on, also when replayed
+    assert cold_settings(parsed.request, "claude-sonnet-5-5").effort == "low"
 
 
 def test_unsigned_tool_loop_turns_thinking_off_and_foreign_reasoning_is_skipped():
@@ -154,7 +156,8 @@ def test_unsigned_tool_loop_turns_thinking_off_and_foreign_reasoning_is_skipped(
         {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
         {"type": "function_call_output", "call_id": "c", "output": "r"}])
     assert [b["type"] for b in parsed.request.conversation.messages[1].content] == ["tool_use"]
-    assert parsed.request.effort is None
+    assert parsed.request.effort == "low"  # as asked (a live session keeps it)
+    assert cold_settings(parsed.request, "claude-sonnet-5-5").effort is None
 
 
 def test_thinking_is_not_replayed_when_off():
