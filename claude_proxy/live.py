@@ -22,7 +22,7 @@ from attrs import frozen
 
 from claude_proxy.answer import END_TURN, TOOL_USE, Answer
 from claude_proxy.conversation import Block, Message
-from claude_proxy.plan import RunPlan, user_line
+from claude_proxy.plan import RunPlan, TurnSettings, user_line
 from claude_proxy.request import Request
 from claude_proxy.tools import model_tool_name
 
@@ -62,6 +62,7 @@ class Continuation:
     history: str | None  # the conversation before the last message; None: a first turn
     line: bytes = b""
     results: tuple[ToolResult, ...] | None = None  # None: not only tool results
+    settings: TurnSettings = TurnSettings()  # the turn's (a held turn cannot change them)
 
 
 def shape_of(plan: RunPlan, key_id: str | None) -> tuple[tuple[str, str], ...]:
@@ -147,7 +148,8 @@ def continuation(plan: RunPlan, request: Request, key_id: str | None) -> Continu
     if not conversation.history:
         return Continuation(shape_of(plan, key_id), None)
     return Continuation(shape_of(plan, key_id), conversation_digest(conversation.history),
-                        user_line(conversation.last), tool_results(conversation.last))
+                        user_line(conversation.last), tool_results(conversation.last),
+                        plan.settings)
 
 
 def answer_message(answer: Answer) -> Message:

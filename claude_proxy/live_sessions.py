@@ -29,13 +29,27 @@ NO_SESSION = "no_session"  # no live session holds its history: new, edited, reg
 TOOL_RESULTS = "tool_results"  # one waits on tool calls, and these are not exactly their results
 # Or one does, under another model, system prompt, tools, options or API key:
 # "<part>_changed", the first part of the shape that differs (live.shape_of).
-# (Thinking, effort and max tokens change in place.)
+# Thinking, effort and max tokens change in place, but for a turn held on tool
+# calls: its results with other ones are "thinking_changed", "effort_changed"…
 
 
 def _changed(held: tuple[tuple[str, str], ...], wanted: tuple[tuple[str, str], ...]) -> str:
     """Which part of a session's shape a request differs in: `model_changed`, …"""
     part = next(name for (name, a), (_, b) in zip(held, wanted) if a != b)
     return f"{part}_changed"
+
+
+def _held_for(session: CLISession, turn: Continuation) -> str | None:
+    """
+    Why a session waiting on tool calls cannot go on with this request (None:
+    it can): the request is not exactly their results, or asks for other
+    settings, which a turn under way does not take.
+    """
+    if session.state != TOOLS or turn.results is None \
+            or session.pending_calls != tuple(r.tool_id for r in turn.results):
+        return TOOL_RESULTS
+    change = session.settings.change(turn.settings) if session.settings is not None else None
+    return None if change is None else f"{change}_changed"
 
 
 @define(eq=False)
@@ -83,18 +97,14 @@ class LiveSessions:
             return None  # a first turn continues nothing
         found = [s for s, p in self._parked.items()
                  if p.conversation == turn.history and s.alive]
-        for session in reversed(found):  # the most recent first
-            parked = self._parked[session]
-            if parked.shape != turn.shape:
-                continue
-            if session.state == IDLE or (session.state == TOOLS and turn.results is not None
-                                         and session.pending_calls == tuple(
-                                             r.tool_id for r in turn.results)):
+        shaped = [s for s in found if self._parked[s].shape == turn.shape]
+        for session in reversed(shaped):  # the most recent first
+            if session.state == IDLE or _held_for(session, turn) is None:
                 self._release(session)
                 self.continued += 1
                 return session
-        if any(self._parked[s].shape == turn.shape for s in found):
-            why = TOOL_RESULTS
+        if shaped:
+            why = _held_for(shaped[-1], turn) or TOOL_RESULTS
         elif found:
             why = _changed(self._parked[found[-1]].shape, turn.shape)
         else:

@@ -74,8 +74,10 @@ class TurnSettings:
     """
     What a request may change between two turns of one CLI: CLI 2.1.330 takes
     them in place (an `apply_flag_settings` control request, measured: the next
-    API request has the new thinking, effort and max_tokens, and the
-    conversation is unchanged), so they are not part of a process's shape.
+    turn's API request has the new thinking, effort and max_tokens, and the
+    conversation is unchanged), so they are not part of a process's shape. Not
+    inside a turn: a turn held on tool calls goes on with the settings it began
+    with (measured too).
     """
 
     effort: str | None = None  # the CLI's --effort; None: thinking off
@@ -84,6 +86,14 @@ class TurnSettings:
     @property
     def thinking(self) -> bool:
         return self.effort is not None
+
+    def change(self, other: TurnSettings) -> str | None:
+        """What another turn's settings change: thinking, effort or max_tokens; None: nothing."""
+        if self.thinking != other.thinking:
+            return "thinking"
+        if self.effort != other.effort:
+            return "effort"
+        return "max_tokens" if self.max_tokens != other.max_tokens else None
 
     def args(self) -> list[str]:
         return ["--effort", self.effort] if self.effort is not None else []

@@ -143,7 +143,7 @@ class CLIRun:
             self.session.attach(self)
             assert self.turn is not None
             if self.session.state == TOOLS and self.turn.results is not None:
-                self.session.give_results(self.turn.results, self.plan.settings)
+                self.session.give_results(self.turn.results)
             else:
                 self.session.send([self.turn.line], self.plan.settings)
         else:

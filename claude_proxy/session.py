@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from attrs import define, evolve, field
+from attrs import define, field
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall, IProcessTransport
@@ -231,16 +231,8 @@ class CLISession:
             # Nothing more to say and nothing to ask: the CLI starts the turn at once.
             self.close_stdin()
 
-    def give_results(self, results: Sequence[ToolResult], settings: TurnSettings) -> None:
-        """
-        The held tool calls' results: the CLI's turn goes on with them, and
-        with these settings but its thinking (the API wants one thinking mode
-        through a tool loop).
-        """
-        held = self.settings
-        if held is not None and held.thinking != settings.thinking:
-            settings = evolve(settings, effort=held.effort)
-        self.apply(settings)
+    def give_results(self, results: Sequence[ToolResult]) -> None:
+        """The held tool calls' results: the CLI's turn goes on with them (and its settings)."""
         self.state = TURN
         self._results = {r.tool_id: r for r in results}
         held, self._held = self._held, None

@@ -25,6 +25,11 @@ or, for every request, by ``MockAnthropic.force`` (the same grammar without the 
   offered tool by itself or after an ``mcp__server__`` prefix), after optional text.
 - ``text pieces=JSON``: the reply in exactly these deltas.
 - ``thinking [thought=T]``: a thinking block, then the default reply.
+- ``steps calls=JSON [thinking=1]``: a tool loop (JSON list of steps, each a list of calls as for
+  ``tools``): the n-th request since the directive's user message (counted by the assistant turns
+  after it, so it holds across the tool results that follow) makes step n's calls; once they are
+  done, the default reply. With ``thinking=1`` every answer starts with a signed thinking block.
+  (``]]`` ends a directive: write the nested lists' closing brackets apart, ``] ]``.)
 - ``MockAnthropic.account_headers`` adds headers to every answer for an account (by its bearer
   token or API key, ``"*"`` for all), e.g. the unified rate-limit headers
   ``anthropic-ratelimit-unified-5h-utilization``.
@@ -105,6 +110,14 @@ class RecordedRequest:
     path: str  # including the query string, e.g. "/v1/messages?beta=true"
     headers: dict[str, str]  # lower-cased names
     body: Any  # parsed JSON, or None when the body was not JSON
+
+    @property
+    def session_id(self) -> str | None:
+        """The Claude Code session that sent it (CLI 2.1.330 names it in metadata.user_id's JSON)."""
+        try:
+            return json.loads(self.body["metadata"]["user_id"])["session_id"]
+        except (KeyError, TypeError, ValueError):
+            return None
 
 
 @frozen
@@ -378,6 +391,21 @@ class MockAnthropic:
             match = DIRECTIVE.search(text)
             if match:
                 return Directive.parse(match["name"], match["args"])
+        return self._steps_under_way(body)
+
+    @staticmethod
+    def _steps_under_way(body: Any) -> Directive | None:
+        """A `steps` directive of an earlier user message, and how far its loop has come."""
+        done = 0
+        for message in reversed(body.get("messages") or []):
+            if message.get("role") == "assistant":
+                done += 1
+            elif message.get("role") == "user":
+                for text in block_texts(message.get("content")):
+                    match = DIRECTIVE.search(text)
+                    if match and match["name"] == "steps":
+                        directive = Directive.parse(match["name"], match["args"])
+                        return Directive(directive.name, {**directive.params, "_step": str(done)})
         return None
 
     def render(self, request: Request) -> bytes | int:
@@ -456,18 +484,33 @@ class MockAnthropic:
             calls = self._tool_blocks(body, directive)
             text = directive.params.get("text", "")
             return self._send(request, streaming, reply([], "tool_use", [*text_blocks(text), *calls]))
+        if directive.name == "steps":
+            try:
+                steps = json.loads(directive.params["calls"])
+            except (KeyError, ValueError):
+                raise DirectiveError("mock:steps needs calls=JSON list of steps") from None
+            step = int(directive.params.get("_step", "0"))
+            think = [Block("thinking", split_text(THINKING_TEXT, DELTA_SIZE))] \
+                if directive.params.get("thinking") else []
+            if step < len(steps):
+                return self._send(request, streaming,
+                                  reply([], "tool_use", [*think, *self._calls(body, steps[step])]))
+            return self._send(request, streaming, reply(default_deltas, before=think))
         if directive.name == "thinking":
             thought = split_text(directive.params.get("thought", THINKING_TEXT), DELTA_SIZE)
             return self._send(request, streaming, reply(default_deltas, before=[Block("thinking", thought)]))
         raise DirectiveError(f"unknown mock directive {directive.name!r}")
 
     def _tool_blocks(self, body: dict[str, Any], directive: Directive) -> list[Block]:
-        # Names are matched against the offered tools, so a call to a tool the model never saw fails loudly.
-        offered = [tool.get("name", "") for tool in body.get("tools") or []]
         try:
             calls = json.loads(directive.params["calls"])
         except (KeyError, ValueError):
             raise DirectiveError("mock:tools needs calls=JSON list of {name, input}") from None
+        return self._calls(body, calls)
+
+    def _calls(self, body: dict[str, Any], calls: list[dict[str, Any]]) -> list[Block]:
+        # Names are matched against the offered tools, so a call to a tool the model never saw fails loudly.
+        offered = [tool.get("name", "") for tool in body.get("tools") or []]
         blocks = []
         for i, call in enumerate(calls):
             matches = [name for name in offered if name == call["name"] or name.endswith("__" + call["name"])]

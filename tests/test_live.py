@@ -134,23 +134,21 @@ def test_the_cli_says_what_its_aliases_run_and_later_plans_use_it(runner, reacto
     assert plan.model == "claude-sonnet-5-5"
 
 
-def test_tool_results_keep_the_loops_thinking_mode(runner, reactor):
+@pytest.mark.parametrize("over, why", [
+    ({}, "thinking_changed"), ({"reasoning_effort": "high"}, "effort_changed"),
+    ({"reasoning_effort": "low", "max_tokens": 50}, "max_tokens_changed")])
+def test_tool_results_with_other_settings_are_replayed(runner, reactor, over, why):
+    # A turn held on tool calls goes on with the settings it began with (CLI 2.1.330).
     writer = ask(runner, [{"role": "user", "content": "go"}], tools=TOOLS, reasoning_effort="low")
     [process] = reactor.spawned
     process.emit(*HELD)
     calls = reply(writer)["tool_calls"]
-    sent = len(process.stdin)
-    # Thinking off asked inside the loop: the API wants one mode through it; the effort
-    # and the token limit change.
     ask(runner, [{"role": "user", "content": "go"},
                  {"role": "assistant", "content": None, "tool_calls": calls},
                  {"role": "tool", "tool_call_id": calls[0]["id"], "content": "A"},
                  {"role": "tool", "tool_call_id": calls[1]["id"], "content": "B"}],
-        tools=TOOLS, max_tokens=50)
-    settings, allow = written(process, sent)
-    assert settings["request"]["settings"] == {"effortLevel": "low", "env": {
-        "CLAUDE_CODE_MAX_OUTPUT_TOKENS": "50", "CLAUDE_CODE_DISABLE_THINKING": ""}}
-    assert allow["response"]["response"]["behavior"] == "allow"
+        tools=TOOLS, **over)
+    assert len(reactor.spawned) == 2 and runner.sessions.fallbacks == {why: 1}
 
 
 def test_tool_results_go_to_the_held_calls_and_the_turn_goes_on(runner, reactor):

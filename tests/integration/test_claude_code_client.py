@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
@@ -25,8 +26,8 @@ CLIENT_TIMEOUT = 90.0
 def client_env(root: Path, daemon_url: str) -> dict[str, str]:
     """The client CLI's environment: nothing of the daemon's (or the machine's) setup."""
     home = root / "home"
-    (home / ".claude").mkdir(parents=True)
-    (root / "tmp").mkdir()
+    (home / ".claude").mkdir(parents=True, exist_ok=True)
+    (root / "tmp").mkdir(exist_ok=True)
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
@@ -47,7 +48,7 @@ def client_env(root: Path, daemon_url: str) -> dict[str, str]:
 
 async def run_client(cli: str, root: Path, daemon_url: str, prompt: str, *args: str) -> dict:
     work = root / "work"
-    work.mkdir(parents=True)
+    work.mkdir(parents=True, exist_ok=True)
     d = getProcessOutputAndValue(
         cli, ["-p", prompt, "--output-format", "json", "--model", "sonnet", *args],
         env=client_env(root, daemon_url), path=str(work))
@@ -89,3 +90,38 @@ async def test_claude_code_runs_the_tool_the_model_asks_for(daemon, mock_api, cl
     [tool_result] = [b for b in sent[-1]["content"] if b["type"] == "tool_result"]
     assert tool_result["tool_use_id"] == use["id"]
     assert "hello.txt" in json.dumps(tool_result["content"])
+
+
+@pytest.mark.parametrize("thinking", [False, True], ids=["plain", "thinking"])
+@pytest_twisted.ensureDeferred
+async def test_a_claude_code_task_and_its_follow_up_run_in_one_cli(daemon, mock_api, cli_path,
+                                                                   tmp_path, thinking):
+    root = tmp_path / "client"
+    target, made = root / "work" / "notes.txt", root / "work" / "made.txt"
+    # (A command that changes a file Claude Code wrote or read makes it add a note to its
+    # system prompt: that step is another conversation to the model, replayed in a new CLI.)
+    steps = json.dumps([
+        [{"name": "Write", "input": {"file_path": str(target), "content": "one\n"}}],
+        [{"name": "Bash", "input": {"command": "echo two > made.txt"}}],
+        [{"name": "Read", "input": {"file_path": str(made)}}],
+    ]).replace("]]", "] ]")
+    flag = " thinking=1" if thinking else ""
+    result = await run_client(cli_path, root, daemon.url,
+                              f"keep notes [[mock:steps calls='{steps}'{flag}]]",
+                              "--allowedTools", "Write,Bash,Read")
+    assert result["is_error"] is False and result["result"].startswith("MOCK REPLY to:")
+    assert (target.read_text(), made.read_text()) == ("one\n", "two\n")  # it ran each tool
+    result = await run_client(cli_path, root, daemon.url, "and now?", "--continue")
+    assert result["result"] == "MOCK REPLY to: and now?"
+    await settled(daemon)
+
+    requests = mock_api.requests
+    assert len(requests) == 5  # three steps, the answer, the follow-up
+    # The inner CLI names its session in every API request: one CLI ran it all.
+    assert len({r.session_id for r in requests}) == 1 and requests[0].session_id
+    # Claude Code asks for adaptive thinking: the model thinks in every step.
+    assert all(r.body.get("thinking", {}).get("type") == "adaptive" for r in requests)
+    [read] = [b for b in requests[3].body["messages"][-1]["content"] if b["type"] == "tool_result"]
+    assert "two" in json.dumps(read["content"])
+    sessions = daemon.runner.sessions
+    assert sessions.continued == 4 and not sessions.fallbacks

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -56,14 +57,18 @@ class Run(ProcessProtocol):
         self.ended.callback(reason.value.exitCode)
 
 
-async def run_codex(daemon, tmp_path: Path, prompt: str) -> tuple[list[dict], Path]:
-    """One `codex exec --json` turn in a scratch directory; its JSON events and the directory."""
+async def run_codex(daemon, tmp_path: Path, prompt: str,
+                    resume: bool = False) -> tuple[list[dict], Path]:
+    """
+    One `codex exec --json` turn in a scratch directory (with `resume`, the next turn of
+    its last session there); its JSON events and the directory.
+    """
     codex = node_client("CLAUDE_PROXY_TEST_CODEX", "codex")
     codex_home = tmp_path / "codex-home"
-    codex_home.mkdir()
+    codex_home.mkdir(exist_ok=True)
     (codex_home / "config.toml").write_text(CONFIG.format(base_url=daemon.url))
     work = tmp_path / "work"
-    work.mkdir()
+    work.mkdir(exist_ok=True)
     env = {
         "PATH": codex.path, "HOME": str(tmp_path), "CODEX_HOME": str(codex_home),
         # Offline: anything but the daemon goes to a closed port.
@@ -72,7 +77,8 @@ async def run_codex(daemon, tmp_path: Path, prompt: str) -> tuple[list[dict], Pa
     }
     run = Run()
     reactor.spawnProcess(run, codex.executable,
-                         [codex.executable, "exec", "--json", "--skip-git-repo-check",
+                         [codex.executable, "exec", *(["resume", "--last"] if resume else []),
+                          "--json", "--skip-git-repo-check",
                           "--dangerously-bypass-approvals-and-sandbox", prompt],
                          env=env, path=str(work))
     code = await run.ended
@@ -114,3 +120,29 @@ async def test_codex_runs_the_command_the_model_asks_for(daemon, mock_api, tmp_p
     [result] = [b for b in user["content"] if b["type"] == "tool_result"]
     assert result["tool_use_id"] == tool_use["id"]
     assert "Process exited with code 0" in json.dumps(result["content"])
+
+
+@pytest.mark.parametrize("thinking", [False, True], ids=["plain", "thinking"])
+@pytest_twisted.ensureDeferred
+async def test_a_codex_task_and_its_follow_up_run_in_one_cli(daemon, mock_api, tmp_path, thinking):
+    # Three steps, as a task goes: make a file, change it, read it; then `exec resume`.
+    steps = json.dumps([[{"name": "exec_command", "input": {"cmd": cmd}}] for cmd in (
+        "echo one > notes.txt", "echo two >> notes.txt", "cat notes.txt")]).replace("]]", "] ]")
+    flag = " thinking=1" if thinking else ""
+    events, work = await run_codex(daemon, tmp_path, f"Keep notes. [[mock:steps calls='{steps}'{flag}]]")
+    assert (work / "notes.txt").read_text() == "one\ntwo\n"
+    assert final_message(events).startswith("MOCK REPLY to:")
+    events, _ = await run_codex(daemon, tmp_path, "And now?", resume=True)
+    assert final_message(events) == "MOCK REPLY to: And now?"
+
+    requests = mock_api.requests
+    assert len(requests) == 5  # three steps, the answer, the follow-up
+    # The inner CLI names its session in every API request: one CLI ran it all.
+    assert len({r.session_id for r in requests}) == 1 and requests[0].session_id
+    # Codex asks for reasoning: the model thinks in every step, the tool-result ones too.
+    assert all(r.body.get("thinking", {}).get("type") == "adaptive" for r in requests)
+    [result] = [b for b in requests[3].body["messages"][-1]["content"]
+                if b["type"] == "tool_result"]
+    assert "one\\ntwo" in json.dumps(result["content"])
+    sessions = daemon.runner.sessions
+    assert sessions.continued == 4 and not sessions.fallbacks

@@ -132,6 +132,35 @@ async def test_tool_results_continue_the_held_calls(start_daemon, mock_api):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_turns_settings_reach_the_api_in_place(start_daemon, mock_api):
+    live = start_daemon("--warm", "0")
+    first = [{"role": "user", "content": f"go {calls('read')}"}]
+    message = (await ask(live, chat_body(first, tools=TOOLS, reasoning_effort="low",
+                                         max_tokens=1000)))["choices"][0]["message"]
+    results = [{"role": "tool", "tool_call_id": message["tool_calls"][0]["id"], "content": "r"}]
+    looped = first + [echo(message), *results]
+    answer = await ask(live, chat_body(looped, tools=TOOLS, reasoning_effort="low",
+                                       max_tokens=1000))
+    follow = looped + [echo(answer["choices"][0]["message"]), {"role": "user", "content": "so?"}]
+    answer = await ask(live, chat_body(follow, tools=TOOLS, reasoning_effort="high",
+                                       max_tokens=500))
+    follow += [echo(answer["choices"][0]["message"]), {"role": "user", "content": "and?"}]
+    await ask(live, chat_body(follow, tools=TOOLS))
+    assert live.runner.sessions.continued == 3 and not live.runner.sessions.fallbacks
+
+    def settings(recorded):
+        body = recorded.body
+        return ((body.get("thinking") or {}).get("type"), body["output_config"]["effort"],
+                body["max_tokens"])
+
+    # The tool loop keeps thinking on (an OpenAI client never sends it back: a replay would
+    # have to turn it off); the next turns change effort and limit, or turn thinking off.
+    assert [settings(r) for r in mock_api.requests] == [
+        ("adaptive", "low", 1000), ("adaptive", "low", 1000), ("adaptive", "high", 500),
+        (None, "medium", 128000)]
+
+
+@pytest_twisted.ensureDeferred
 async def test_an_image_in_a_tool_result(start_daemon, mock_api):
     from tests.integration.test_fidelity import PNG
     live, cold = pair(start_daemon)
