@@ -104,6 +104,8 @@ class _Collector(ProcessProtocol):
     done: Deferred[CliRun] = field(factory=Deferred)
     _out: list[bytes] = field(factory=list)
     _err: list[bytes] = field(factory=list)
+    # (marker, seconds): once the output holds the marker, the run has that long left.
+    then: tuple[bytes, float] | None = None
     _timer: Any = None
     _timed_out: bool = False
 
@@ -119,6 +121,11 @@ class _Collector(ProcessProtocol):
 
     def outReceived(self, data: bytes) -> None:
         self._out.append(data)
+        if self.then is not None and self._timer is not None \
+                and self.then[0] in b"".join(self._out):
+            self._timer.cancel()
+            self._timer = self.reactor.callLater(self.then[1], self._kill)
+            self.then = None
 
     def errReceived(self, data: bytes) -> None:
         self._err.append(data)
@@ -140,11 +147,14 @@ def run_cli(
     api_key: str | None = "sk-test",
     extra_env: dict[str, str] | None = None,
     timeout: float = 20.0,
+    then: tuple[bytes, float] | None = None,
 ) -> Deferred[CliRun]:
     """Spawn the CLI in `scratch` (also its home and config dir), feed `stdin`, close it, and collect
-    the output. The process is killed after `timeout` seconds (a stalled API hangs it forever)."""
+    the output. The process is killed after `timeout` seconds (a stalled API hangs it forever), or
+    `then[1]` seconds after its output first holds `then[0]`: a window that starts once the CLI
+    has come that far, however long it took to start."""
     scratch.mkdir(parents=True, exist_ok=True)
     env = cli_env(scratch, base_url, api_key) | (extra_env or {})
-    protocol = _Collector(stdin, timeout, reactor)
+    protocol = _Collector(stdin, timeout, reactor, then=then)
     reactor.spawnProcess(protocol, cli, [cli, *CLI_ARGS, *extra_args], env=env, path=str(scratch))
     return protocol.done

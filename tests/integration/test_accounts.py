@@ -13,7 +13,7 @@ import time
 import pytest
 import pytest_twisted
 
-from tests.integration.conftest import login
+from tests.integration.daemons import login
 from tests.integration.test_daemon import CHAT
 from tests.streams import data_events
 from tests.integration.test_fidelity import settled

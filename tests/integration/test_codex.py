@@ -16,7 +16,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 
-from tests.integration.conftest import node_client
+from tests.integration.daemons import node_client
 from tests.integration.test_fidelity import api_messages
 
 # The provider config docs/clients.md documents.

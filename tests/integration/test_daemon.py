@@ -15,7 +15,7 @@ from twisted.internet import reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 
-from tests.integration.conftest import build_daemon, eventually, login
+from tests.integration.daemons import build_daemon, eventually, login
 from tests.streams import data_events
 
 CHAT = "/v1/chat/completions"

@@ -12,7 +12,7 @@ import re
 import pytest_twisted
 from twisted.internet import reactor, task
 
-from tests.integration.conftest import eventually
+from tests.integration.daemons import eventually
 from tests.integration.test_daemon import CHAT
 from tests.streams import data_events
 from tests.mock_anthropic import THINKING_TEXT

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.integration.daemons import start_daemon, wait_for
+from tests.integration.daemons import settled, start_twistd, wait_for
 
 EXAMPLES = 3000
 # The wire APIs' paths: a new front door adds its path here.
@@ -122,7 +122,7 @@ def check_error_shape(body: object, anthropic: bool) -> None:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    d = start_daemon(tmp_path_factory.mktemp("fuzz"), "--warm", "0", "--max-concurrent", "4",
+    d = start_twistd(tmp_path_factory.mktemp("fuzz"), "--warm", "0", "--max-concurrent", "4",
                      "--queue", "64", "--read-timeout", "0.5", "--max-body-bytes", "1000000")
     yield d
     d.stop()
@@ -160,10 +160,6 @@ def test_fuzz(daemon):
     assert total >= EXAMPLES
 
     # Afterwards: nothing held, nothing left running.
-    def settled() -> bool:
-        health = daemon.health()
-        return health["in_flight"] == 0 and health["queued"] == 0 and not daemon.cli_processes()
-
-    assert wait_for(settled, 30), (daemon.health(), daemon.cli_processes())
+    wait_for(lambda: settled(daemon), 30, why=lambda: (daemon.health(), daemon.cli_processes()))
     print(f"FUZZ: afterwards /health {daemon.health()['status']}, 0 slots held, "
           f"{len(daemon.cli_processes())} CLI processes")

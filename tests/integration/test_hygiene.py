@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from tests.integration.daemons import alive, start_daemon, wait_for
+from tests.integration.daemons import alive, start_twistd, wait_for
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="the parent-death signal and /proc are Linux's")
@@ -26,7 +26,7 @@ def runs_in_flight(daemon, directive: str) -> list[threading.Thread]:
         t = threading.Thread(target=lambda s=i % 2 == 0: _ignore(daemon, directive, s), daemon=True)
         t.start()
         threads.append(t)
-    assert wait_for(lambda: daemon.health()["in_flight"] == IN_FLIGHT, 60), daemon.health()
+    wait_for(lambda: daemon.health()["in_flight"] == IN_FLIGHT, 60, why=lambda: daemon.health())
     return threads
 
 
@@ -38,30 +38,29 @@ def _ignore(daemon, directive: str, stream: bool) -> None:
 
 
 def test_sigkill_leaves_no_cli_process(tmp_path):
-    daemon = start_daemon(tmp_path, "--warm", "0", "--max-concurrent", str(IN_FLIGHT))
+    daemon = start_twistd(tmp_path, "--warm", "0", "--max-concurrent", str(IN_FLIGHT))
     try:
         runs_in_flight(daemon, "[[fake:hang]]")
-        assert wait_for(lambda: len(daemon.cli_runs()) == IN_FLIGHT, 30), daemon.cli_runs()
+        wait_for(lambda: len(daemon.cli_runs()) == IN_FLIGHT, 30, why=lambda: daemon.cli_runs())
         clis = daemon.cli_runs()
         daemon.proc.send_signal(signal.SIGKILL)
         daemon.proc.wait(timeout=30)
-        left = wait_for(lambda: not alive(clis), 5) or alive(clis)
-        left = [] if left is True else left
-        print(f"\nHYGIENE: SIGKILL with {IN_FLIGHT} runs in flight → {len(left)} CLI processes "
-              f"alive 5 s later")
-        assert left == []
+        wait_for(lambda: not alive(clis), 5,
+                 why=lambda: f"{len(alive(clis))} CLI processes alive 5 s after SIGKILL")
+        print(f"\nHYGIENE: SIGKILL with {IN_FLIGHT} runs in flight → no CLI process alive "
+              f"within 5 s")
     finally:
         daemon.stop()
 
 
 def test_sigterm_ends_every_cli_and_its_children(tmp_path):
-    daemon = start_daemon(tmp_path, "--warm", "0", "--max-concurrent", str(IN_FLIGHT),
+    daemon = start_twistd(tmp_path, "--warm", "0", "--max-concurrent", str(IN_FLIGHT),
                           "--shutdown-grace", "0")
     try:
         runs_in_flight(daemon, "[[fake:hang_child]]")
         # Each CLI has a child of its own in its process group.
-        assert wait_for(lambda: len(daemon.cli_runs()) == IN_FLIGHT and
-                        len(daemon.cli_processes()) >= 2 * IN_FLIGHT, 30)
+        wait_for(lambda: len(daemon.cli_runs()) == IN_FLIGHT and
+                 len(daemon.cli_processes()) >= 2 * IN_FLIGHT, 30)
         everything = daemon.cli_processes()
         daemon.proc.send_signal(signal.SIGTERM)
         assert daemon.proc.wait(timeout=60) == 0

@@ -16,7 +16,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 
-from tests.integration.conftest import eventually
+from tests.integration.daemons import eventually
 
 MARKERS = ("MARKER-USER-CLAUDE-MD", "MARKER-PROJECT-CLAUDE-MD", "MARKER-AUTO-MEMORY")
 

@@ -14,8 +14,7 @@ import pytest_twisted
 import treq
 from twisted.internet.defer import ensureDeferred, gatherResults
 
-from tests.integration.conftest import eventually
-from tests.integration.daemons import alive
+from tests.integration.daemons import alive, eventually
 from tests.integration.test_daemon import CHAT
 
 MESSAGES, RESPONSES = "/v1/messages", "/v1/responses"

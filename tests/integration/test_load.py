@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.integration.daemons import WIRE_APIS, Reply, ask, settled, start_daemon, wait_for
+from tests.integration.daemons import WIRE_APIS, Reply, ask, settled, start_twistd, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ DEADLINE = 120.0  # a request not answered by then is lost
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    d = start_daemon(tmp_path_factory.mktemp("load"), "--warm", "0",
+    d = start_twistd(tmp_path_factory.mktemp("load"), "--warm", "0",
                      "--max-concurrent", str(SLOTS), "--queue", str(QUEUE))
     yield d
     d.stop()
@@ -66,13 +66,13 @@ def test_64_concurrent_streams_then_a_burst_past_the_queue(daemon):
     assert statuses[500] == 0
     for reply in replies:
         assert_whole(reply)  # within the queue: none refused either
-    assert wait_for(lambda: settled(daemon), 30), (daemon.health(), daemon.cli_processes())
+    wait_for(lambda: settled(daemon), 30, why=lambda: (daemon.health(), daemon.cli_processes()))
 
     # The burst: the slots held by slow runs, then more than the queue holds at once.
     with ThreadPoolExecutor(max_workers=1 + BURST) as pool:
         held = pool.submit(many, daemon, [(WIRE_APIS[i % 3], f"hello [[fake:slow {HOLD_GAP}]]")
                                           for i in range(SLOTS)])
-        assert wait_for(lambda: daemon.health()["in_flight"] == SLOTS, 30), daemon.health()
+        wait_for(lambda: daemon.health()["in_flight"] == SLOTS, 30, why=lambda: daemon.health())
         started = time.monotonic()
         burst = many(daemon, [(WIRE_APIS[i % 3], "hello") for i in range(BURST)])
         wall = time.monotonic() - started
@@ -100,7 +100,7 @@ def test_64_concurrent_streams_then_a_burst_past_the_queue(daemon):
         assert "waiting" in reply.error["message"], reply
 
     # Afterwards: every slot given back, nothing queued, no CLI process left.
-    assert wait_for(lambda: settled(daemon), 30), (daemon.health(), daemon.cli_processes())
+    wait_for(lambda: settled(daemon), 30, why=lambda: (daemon.health(), daemon.cli_processes()))
     health = daemon.health()
     print(f"LOAD: afterwards {health['in_flight']} slots held, {health['queued']} queued, "
           f"{len(daemon.cli_processes())} CLI processes")

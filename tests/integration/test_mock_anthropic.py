@@ -19,7 +19,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
 from tests.cli_runner import CliRun, run_cli, user_line
-from tests.integration.conftest import eventually
+from tests.integration.daemons import eventually
 from tests.mock_anthropic import OUTPUT_TOKENS, START_USAGE, MockAnthropic, system_text
 
 
@@ -163,13 +163,14 @@ async def test_max_tokens_makes_the_cli_continue(run, mock_api):
 
 @pytest_twisted.ensureDeferred
 async def test_stall_hangs_the_cli_until_killed(run, mock_api):
-    result = await run("[[mock:stall]]", timeout=2.0)
+    # Killed 2 s after the CLI printed message_start: nothing more comes in that window.
+    result = await run("[[mock:stall]]", then=(b'"message_start"', 2.0))
 
     assert result.timed_out
     assert not [line for line in result.lines if line["type"] == "result"]
     assert [e["type"] for e in result.stream_events()] == ["message_start"]
     # The killed CLI's connection closing is what ends the stream.
-    await eventually(lambda: mock_api.open_streams == 0, timeout=2.0)
+    await eventually(lambda: mock_api.open_streams == 0)
 
 
 @pytest_twisted.ensureDeferred

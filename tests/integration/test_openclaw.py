@@ -14,7 +14,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 
-from tests.integration.conftest import node_client
+from tests.integration.daemons import node_client
 from tests.integration.test_fidelity import api_messages
 
 

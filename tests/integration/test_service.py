@@ -10,60 +10,55 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
 import pytest_twisted
-import treq
 
-from tests.integration.conftest import build_daemon, free_port
-from tests.integration.test_twistd import TWISTD
+from tests.integration.daemons import TWISTD, alive, listening_port, start_twistd, wait_for
 from tests.streams import DONE, data_events
 
 CHAT = "/v1/chat/completions"
+HAIKU = "claude-haiku-4"
+PROMPT = "hi, words for the model alone"  # must never reach a log
 
 
-@pytest.fixture
-def mock_process(tmp_path):
-    """The mock API in its own process: the daemon under test is one too."""
-    proc = subprocess.Popen([sys.executable, "-m", "tests.mock_anthropic", "--port", "0"],
-                            cwd=Path(__file__).parents[2], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
-    port = proc.stdout.readline().split()[1]
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait()
+def _request(url, body=None, headers=None) -> urllib.request.Request:
+    data = json.dumps(body).encode() if body is not None else None
+    return urllib.request.Request(url, data=data, headers={
+        "content-type": "application/json", **(headers or {})})
 
 
 def http(url, body=None, headers=None, timeout=30):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={
-        "content-type": "application/json", **(headers or {})})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(_request(url, body, headers), timeout=timeout) as response:
             return response.status, response.read(), response.headers
     except urllib.error.HTTPError as e:
         return e.code, e.read(), e.headers
 
 
-def wait_for(check, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
+def stream_in_thread(url, body, headers=None) -> tuple[threading.Thread, threading.Event, dict]:
+    """
+    A streamed request read in a thread; the event is set once its headers are in
+    (the stream has begun), the dict holds its status and whole body in the end.
+    """
+    got: dict = {}
+    begun = threading.Event()
 
+    def read() -> None:
+        try:
+            with urllib.request.urlopen(_request(url, body, headers), timeout=60) as response:
+                got["status"] = response.status
+                begun.set()
+                got["body"] = response.read()
+        finally:
+            begun.set()
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return reader, begun, got
 
 
 def processes_under(directory: Path) -> list[int]:
@@ -80,7 +75,7 @@ def processes_under(directory: Path) -> list[int]:
 
 
 def start_daemonized(tmp_path, cli_path, mock_url, *extra):
-    port = free_port()
+    """`twistd claudeproxy` as a daemon (no -n): its pid from its pidfile, its port from its log."""
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     home = tmp_path / "home"
@@ -94,23 +89,16 @@ def start_daemonized(tmp_path, cli_path, mock_url, *extra):
     pidfile.write_text(str(dead.pid))
     done = subprocess.run(
         [*TWISTD, "--pidfile", str(pidfile), "--logfile", str(logfile), "claudeproxy",
-         "--claude", cli_path, "--listen", f"tcp:{port}:interface=127.0.0.1", "--cli-retries", "0",
+         "--claude", cli_path, "--listen", "tcp:0:interface=127.0.0.1", "--cli-retries", "0",
          "--cli-env", f"ANTHROPIC_BASE_URL={mock_url}", "--cli-env", "ANTHROPIC_API_KEY=sk-test",
          *extra],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
-    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() not in ("", str(dead.pid)))
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() not in ("", str(dead.pid)),
+             30)
     pid = int(pidfile.read_text())
-    base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _answers(base))
-    return base, pid, pidfile, logfile, scratch
-
-
-def _answers(base: str) -> bool:
-    try:
-        return http(base + "/health", timeout=5)[0] in (200, 503)
-    except OSError:
-        return False
+    port = wait_for(lambda: logfile.exists() and listening_port(logfile.read_text()), 30)
+    return f"http://127.0.0.1:{port}", pid, pidfile, logfile, scratch
 
 
 def test_daemon_mode_keys_reload_and_graceful_stop(tmp_path, cli_path, mock_process):
@@ -118,75 +106,56 @@ def test_daemon_mode_keys_reload_and_graceful_stop(tmp_path, cli_path, mock_proc
     keys.write_text("# one key a line\nsk-first\n")
     base, pid, pidfile, logfile, scratch = start_daemonized(
         tmp_path, cli_path, mock_process, "--api-key-file", str(keys), "--shutdown-grace", "20")
-    chat = {"model": "claude-haiku-4", "messages": [{"role": "user", "content": "hi"}]}
+    chat = {"model": HAIKU, "messages": [{"role": "user", "content": PROMPT}]}
     status, _, headers = http(base + CHAT, chat, {"authorization": "Bearer sk-first"})
     assert status == 200 and headers["x-request-id"]
     assert http(base + CHAT, chat)[0] == 401
 
     keys.write_text("sk-second\n")
     os.kill(pid, signal.SIGHUP)
-    wait_for(lambda: http(base + "/v1/models", headers={"x-api-key": "sk-second"})[0] == 200)
+    wait_for(lambda: http(base + "/v1/models", headers={"x-api-key": "sk-second"})[0] == 200, 30)
     assert http(base + "/v1/models", headers={"x-api-key": "sk-first"})[0] == 401
-    assert alive(pid)  # SIGHUP reloads, it does not stop the daemon
+    assert alive([pid])  # SIGHUP reloads, it does not stop the daemon
 
     # A stream in flight when SIGTERM arrives finishes within the grace period.
     slow = {**chat, "stream": True,
             "messages": [{"role": "user", "content": "slowly [[mock:slow delay=0.25]]"}]}
-    got: dict = {}
-
-    def stream():
-        got["status"], got["body"], _ = http(base + CHAT, slow, {"x-api-key": "sk-second"}, timeout=60)
-
-    reader = threading.Thread(target=stream)
-    reader.start()
-    wait_for(lambda: processes_under(scratch))
-    time.sleep(0.5)
+    reader, begun, got = stream_in_thread(base + CHAT, slow, {"x-api-key": "sk-second"})
+    assert begun.wait(60) and got["status"] == 200
     os.kill(pid, signal.SIGTERM)
     reader.join(timeout=60)
-    assert got["status"] == 200
     events = data_events(got["body"])
     assert events[-1] == DONE
     assert events[-2]["choices"][0]["finish_reason"] == "stop"
     assert "MOCK REPLY to: slowly" in "".join(
         e["choices"][0]["delta"].get("content") or "" for e in events[:-1])
 
-    wait_for(lambda: not alive(pid))
+    wait_for(lambda: not alive([pid]), 30)
     assert not pidfile.exists()
     assert processes_under(scratch) == []
     log = logfile.read_text()
     assert "stopping gracefully" in log
-    assert "hi" not in log.split("claudeproxy")[-1].replace("haiku", "")  # no prompt text
+    assert PROMPT not in log
 
 
 def test_sigterm_past_the_grace_ends_streams_with_an_error_and_exits_0(tmp_path, cli_path,
                                                                         mock_process):
-    port = free_port()
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    env = {**os.environ, "HOME": str(tmp_path), "CLAUDE_CONFIG_DIR": str(tmp_path),
-           "TMPDIR": str(scratch)}
-    proc = subprocess.Popen(
-        [*TWISTD, "-n", "--pidfile=", "claudeproxy", "--claude", cli_path,
-         "--listen", f"tcp:{port}:interface=127.0.0.1", "--cli-retries", "0",
-         "--cli-env", f"ANTHROPIC_BASE_URL={mock_process}", "--cli-env", "ANTHROPIC_API_KEY=sk",
-         "--shutdown-grace", "1"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
+    daemon = start_twistd(tmp_path, "--cli-retries", "0",
+                          "--cli-env", f"ANTHROPIC_BASE_URL={mock_process}",
+                          "--cli-env", "ANTHROPIC_API_KEY=sk", "--shutdown-grace", "1",
+                          cli=cli_path, env={"TMPDIR": str(scratch)})
     try:
-        wait_for(lambda: _answers(base))
-        stalled = {"model": "claude-haiku-4", "stream": True,
+        stalled = {"model": HAIKU, "stream": True,
                    "messages": [{"role": "user", "content": "wait [[mock:stall]]"}]}
-        got: dict = {}
-        reader = threading.Thread(target=lambda: got.update(zip(
-            ("status", "body", "headers"), http(base + CHAT, stalled, timeout=60))))
-        reader.start()
-        wait_for(lambda: processes_under(scratch))
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGTERM)
+        reader, begun, got = stream_in_thread(daemon.url + CHAT, stalled)
+        assert begun.wait(60) and got["status"] == 200  # the stream has begun, then stalls
+        daemon.proc.send_signal(signal.SIGTERM)
         reader.join(timeout=60)
     finally:
-        out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, out
+        code = daemon.stop()
+    assert code == 0, daemon.log.read_text()
     events = data_events(got["body"])
     assert events[-1] == DONE
     assert events[-2]["error"]["code"] == "shutting_down"
@@ -194,7 +163,7 @@ def test_sigterm_past_the_grace_ends_streams_with_an_error_and_exits_0(tmp_path,
 
 
 def test_listening_beyond_loopback_needs_a_key(cli_path, tmp_path):
-    everywhere = f"tcp:{free_port()}"
+    everywhere = "tcp:0"
     done = subprocess.run([*TWISTD, "-n", "--pidfile=", "claudeproxy", "--claude", cli_path,
                            "--listen", everywhere], capture_output=True, text=True, timeout=60,
                           cwd=tmp_path)
@@ -252,24 +221,19 @@ async def test_metrics_over_http(daemon, mock_api):
 
 
 def test_json_logs_carry_the_access_log_fields(tmp_path, cli_path, mock_process):
-    port = free_port()
-    env = {**os.environ, "HOME": str(tmp_path), "CLAUDE_CONFIG_DIR": str(tmp_path)}
-    proc = subprocess.Popen(
-        [*TWISTD, "-n", "--pidfile=", "--logger", "claude_proxy.logs.json", "claudeproxy",
-         "--claude", cli_path, "--listen", f"tcp:{port}:interface=127.0.0.1", "--cli-retries", "0",
-         "--cli-env", f"ANTHROPIC_BASE_URL={mock_process}", "--cli-env", "ANTHROPIC_API_KEY=sk"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
+    daemon = start_twistd(tmp_path, "--cli-retries", "0",
+                          "--cli-env", f"ANTHROPIC_BASE_URL={mock_process}",
+                          "--cli-env", "ANTHROPIC_API_KEY=sk",
+                          cli=cli_path, twistd=("--logger", "claude_proxy.logs.json"))
     try:
-        wait_for(lambda: _answers(base))
-        chat = {"model": "claude-haiku-4", "messages": [{"role": "user", "content": "secret words"}]}
-        status, _, headers = http(base + CHAT, chat)
+        chat = {"model": HAIKU, "messages": [{"role": "user", "content": "secret words"}]}
+        status, _, headers = http(daemon.url + CHAT, chat)
         assert status == 200
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
+        daemon.stop()
+    out = daemon.log.read_text()
     records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     [access] = [r for r in records if r.get("request_id") == headers["x-request-id"]]
-    assert (access["status"], access["model"], access["path"]) == (200, "claude-haiku-4", CHAT)
+    assert (access["status"], access["model"], access["path"]) == (200, HAIKU, CHAT)
     assert access["completion_tokens"] == 7 and access["duration_ms"] >= 0
     assert "secret words" not in out

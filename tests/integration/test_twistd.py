@@ -3,16 +3,10 @@ The plugin as a user meets it: `twistd claudeproxy` in a real process.
 """
 
 import os
-import signal
 import socket
 import subprocess
-import sys
-import time
-import urllib.request
 
-from tests.integration.conftest import free_port, login
-
-TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+from tests.integration.daemons import TWISTD, login, start_twistd
 
 
 def twistd(*args, env=None, **kw):
@@ -44,26 +38,13 @@ def test_missing_cli_exits_nonzero_with_install_hint(tmp_path):
 
 
 def test_foreground_serves_and_stops_on_sigterm(cli_path, tmp_path):
-    port = free_port()
-    (tmp_path / ".claude").mkdir()
-    login(tmp_path)  # /health is 503 while the CLI is not logged in
-    env = {**os.environ, "HOME": str(tmp_path), "CLAUDE_CONFIG_DIR": str(tmp_path / ".claude")}
-    proc = subprocess.Popen([*TWISTD, "-n", "--pidfile=", "claudeproxy", "--claude", cli_path,
-                             "--listen", f"tcp:{port}:interface=127.0.0.1"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    (tmp_path / "home" / ".claude").mkdir(parents=True)
+    login(tmp_path / "home")  # /health is 503 while the CLI is not logged in
+    daemon = start_twistd(tmp_path, cli=cli_path)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
-                    assert r.status == 200
-                    break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
-                time.sleep(0.1)
+        assert daemon.request("GET", "/health", timeout=30).status == 200
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0, out  # a graceful stop, not twistd's re-raised signal
+        code = daemon.stop()
+    out = daemon.log.read_text()
+    assert code == 0, out  # a graceful stop, not twistd's re-raised signal
     assert "Server Shut Down." in out
