@@ -88,8 +88,12 @@ def _non_negative_int(value: str) -> int:
 class Options(usage.Options):
     synopsis = "[claudeproxy options]"
     longdesc = (
-        "Serve an OpenAI-compatible API (/v1/chat/completions, /v1/models, /health) "
-        "that answers through the logged-in Claude Code CLI."
+        "Serve the OpenAI Chat Completions API (POST /v1/chat/completions), the OpenAI "
+        "Responses API (POST /v1/responses; GET and DELETE /v1/responses/ID) and the Anthropic "
+        "Messages API (POST /v1/messages, POST /v1/messages/count_tokens), answered by the "
+        "logged-in Claude Code CLI; with GET /v1/models and /v1/models/ID (the models), "
+        "/v1/usage (each account's quota), /health (the CLI and its login; no key needed) and "
+        "/metrics (Prometheus)."
     )
 
     optFlags = [

@@ -1,4 +1,7 @@
-from claude_proxy.tap import beyond_loopback, interface_of
+import re
+
+from claude_proxy.app import ProxyAPI
+from claude_proxy.tap import Options, beyond_loopback, interface_of
 
 
 def test_what_counts_as_beyond_loopback():
@@ -10,3 +13,9 @@ def test_what_counts_as_beyond_loopback():
     assert beyond_loopback("tcp:3456:interface=0.0.0.0")
     assert beyond_loopback("tcp:3456:interface=192.168.1.5")
     assert interface_of("tcp6:3456:interface=\\:\\:1") == "::1"
+
+
+def test_help_names_every_endpoint():
+    help_text = " ".join(str(Options()).split())  # as one line: usage wraps the text
+    routes = {re.sub(r"<[^>]*>", "ID", rule.rule) for rule in ProxyAPI.app.url_map.iter_rules()}
+    assert routes and {r for r in routes if r not in help_text} == set()
