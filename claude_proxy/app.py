@@ -26,7 +26,7 @@ from claude_proxy.error_shapes import shaped_error
 from claude_proxy.errors import APIError
 from claude_proxy.events import RateLimit
 from claude_proxy.gate import exchange_of
-from claude_proxy.live import after, continuation
+from claude_proxy.live import continuation
 from claude_proxy.metrics import CONTENT_TYPE, Metrics
 from claude_proxy.models import model_list, model_object, resolve
 from claude_proxy.anthropic_messages.door import MessagesDoor
@@ -235,8 +235,7 @@ class ProxyAPI:
                 _set_headers(request, self.accounts.headers(account))
 
         answer = Answer(wanted.stop, structured=wanted.output is not None)
-        common = dict(answer=answer, on_output=first_output, on_quota=quota,
-                      keep=lambda whole: after(wanted, whole))
+        common = dict(answer=answer, on_output=first_output, on_quota=quota)
         if wanted.stream:
             return StreamWriter(opened.encoder, request, self.clock, self.hold, self.heartbeat,
                                 **common)

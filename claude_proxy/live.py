@@ -55,7 +55,8 @@ class Continuation:
     """
     What continuing a request's conversation in a live session takes: the
     session's keys, and what to send it — the last message as a turn of its
-    own to an idle session, or its tool results to one waiting for them.
+    own to an idle session, or its tool results to one waiting for them; and
+    what the session holds once the answer is given.
     """
 
     shape: tuple[tuple[str, str], ...]  # the process's shape, part by part, and the API key
@@ -63,6 +64,19 @@ class Continuation:
     line: bytes = b""
     results: tuple[ToolResult, ...] | None = None  # None: not only tool results
     settings: TurnSettings = TurnSettings()  # the turn's (a held turn cannot change them)
+    messages: tuple[Message, ...] = ()  # the request's whole conversation
+    structured: bool = False  # an output schema: the CLI's conversation is not the client's
+
+    def after(self, answer: Answer) -> str | None:
+        """
+        The conversation a session holds once this answer is given, or None when
+        the CLI's conversation is not what the client got (the answer was cut at a
+        stop sequence or the token limit, broke, or is structured output).
+        """
+        if answer.error is not None or answer.diverged or answer.finish not in (END_TURN, TOOL_USE) \
+                or self.structured:
+            return None
+        return conversation_digest(self.messages + (answer_message(answer),))
 
 
 def shape_of(plan: RunPlan, key_id: str | None) -> tuple[tuple[str, str], ...]:
@@ -143,13 +157,14 @@ def tool_results(message: Message) -> tuple[ToolResult, ...] | None:
 
 
 def continuation(plan: RunPlan, request: Request, key_id: str | None) -> Continuation:
-    """How this request would continue a live session."""
+    """How this request would continue a live session, and be kept after it."""
     conversation = request.conversation
+    kept = {"messages": conversation.messages, "structured": request.output is not None}
     if not conversation.history:
-        return Continuation(shape_of(plan, key_id), None)
+        return Continuation(shape_of(plan, key_id), None, **kept)
     return Continuation(shape_of(plan, key_id), conversation_digest(conversation.history),
                         user_line(conversation.last), tool_results(conversation.last),
-                        plan.settings)
+                        plan.settings, **kept)
 
 
 def answer_message(answer: Answer) -> Message:
@@ -166,15 +181,3 @@ def answer_message(answer: Answer) -> Message:
             blocks.append({"type": "tool_use", "id": part.call_id,
                            "name": model_tool_name(part.name), "input": arguments})
     return Message("assistant", tuple(blocks))
-
-
-def after(request: Request, answer: Answer) -> str | None:
-    """
-    The conversation a session holds once this answer is given, or None when
-    the CLI's conversation is not what the client got (the answer was cut at a
-    stop sequence or the token limit, broke, or is structured output).
-    """
-    if answer.error is not None or answer.diverged or answer.finish not in (END_TURN, TOOL_USE) \
-            or request.output is not None:
-        return None
-    return conversation_digest(request.conversation.messages + (answer_message(answer),))

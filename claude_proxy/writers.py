@@ -38,8 +38,8 @@ STREAM_DIVERGED = APIError(
 class RunHandle(Protocol):
     """What a writer may tell the run it consumes."""
 
-    def finish(self, keep: str | None) -> None:
-        """The answer is delivered; `keep`: the conversation its session holds, if kept."""
+    def delivered(self, answer: Answer | None) -> None:
+        """The answer is delivered (None: a failed one): the run decides what becomes of its CLI."""
 
     def cancel(self) -> None:
         """The client went away: end the run."""
@@ -84,8 +84,6 @@ class _Ending:
     on_output: Callable[[], None] | None = field(default=None, kw_only=True)
     # Called with the account's quota when the CLI reports it before the answer ends.
     on_quota: Callable[[RateLimit], None] | None = field(default=None, kw_only=True)
-    # The conversation a live session holds once this answer is given (None: not kept).
-    keep: Callable[[Answer], str | None] | None = field(default=None, kw_only=True)
     run: RunHandle | None = field(default=None, init=False)
     usage: Usage | None = field(default=None, init=False)
     error: APIError | None = field(default=None, init=False)
@@ -136,9 +134,7 @@ class _Ending:
         """
         self._answered = early
         if self.run is not None:
-            keep = self.keep(self.answer) if self.keep is not None and self.error is None \
-                else None
-            self.run.finish(keep)
+            self.run.delivered(self.answer if self.error is None else None)
 
 
 @define(eq=False)

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from claude_proxy.answer import Answer
-from claude_proxy.live import after, canonical_id, continuation
+from claude_proxy.live import canonical_id, continuation
 from claude_proxy.live_sessions import LiveSessions
 from claude_proxy.openai_chat.encode import ChatEncoder
 from claude_proxy.openai_chat.parse import parse_chat_request
@@ -45,8 +45,7 @@ def ask(runner, messages, key="k", tools=None, **extra):
         body["tools"] = tools
     request = parse_chat_request(body)
     plan = build_plan(request, CLISettings("/bin/claude"), {})
-    writer = BufferedWriter(ChatEncoder("c", "m", 0), answer=Answer(),
-                            keep=lambda answer: after(request, answer))
+    writer = BufferedWriter(ChatEncoder("c", "m", 0), answer=Answer())
     writer.done.addErrback(lambda f: None)
     writer.begin(runner.submit(plan, writer, continuation(plan, request, key)))
     return writer

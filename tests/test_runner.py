@@ -9,6 +9,7 @@ from claude_proxy.errors import APIError
 from claude_proxy.events import Result, TextDelta
 from claude_proxy.plan import CLISettings, build_plan
 from claude_proxy.runner import DRAIN_SECONDS, Runner
+from claude_proxy.turn import DELIVERED, ENDED, ENDING, QUEUED, RUNNING
 
 from tests.fakes import sample_lines
 
@@ -60,6 +61,34 @@ def test_spawn_writes_stdin_once_and_prompt_to_a_private_file(runner, reactor, t
     assert process.env["CLAUDE_CODE_TMPDIR"].startswith(process.path)
     assert process.env["CLAUDE_CONFIG_DIR"].startswith(process.path)
     assert not any("SECRET" in arg for arg in process.args)
+
+
+@define(eq=False)
+class Delivering(Recorder):
+    """A writer: it reports delivery as it takes the result."""
+
+    run: object = None
+
+    def cli_finished(self, result):
+        super().cli_finished(result)
+        self.run.delivered(None)
+
+
+def test_a_turn_goes_queued_running_delivered_ended(runner, reactor):
+    first, second = Delivering(), Delivering()
+    runs = [runner.submit(plan(), r) for r in (first, second)]
+    first.run, second.run = runs
+    queued = runner.submit(plan(), Recorder())
+    assert [r.state for r in runs] == [RUNNING, RUNNING] and queued.state == QUEUED
+    process = reactor.spawned[0]
+    process.emit(*PARTIAL)
+    assert runs[0].state == DELIVERED  # the CLI has still to exit
+    process.exit(0)
+    assert runs[0].state == ENDED and runs[0].exited.called and queued.state == RUNNING
+    queued.cancel()  # the client went away: its process is being ended
+    assert queued.state == ENDING and reactor.spawned[2].signals == ["TERM"]
+    reactor.spawned[2].exit(None, signal=15)
+    assert queued.state == ENDED
 
 
 def test_events_then_result_then_cleanup(runner, reactor):

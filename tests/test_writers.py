@@ -18,8 +18,8 @@ class FakeRun:
     def cancel(self):
         self.cancelled += 1
 
-    def finish(self, keep):
-        self.finished.append(keep)
+    def delivered(self, answer):
+        self.finished.append(answer and f"after {answer.finish}")
 
 
 @define
@@ -36,15 +36,15 @@ def tool_call(writer):
         writer.cli_event(event)
 
 
-def writer(seen, keep=None):
-    w = BufferedWriter(ChatEncoder("c", "m", 0), on_quota=seen, keep=keep)
+def writer(seen):
+    w = BufferedWriter(ChatEncoder("c", "m", 0), on_quota=seen)
     w.begin(FakeRun())
     return w
 
 
 def test_an_early_answer_tells_the_run_what_its_session_holds():
     seen = Seen()
-    w = writer(seen, keep=lambda answer: f"after {answer.finish}")
+    w = writer(seen)
     tool_call(w)
     assert w.done.called and w.early
     assert w.run.finished == ["after tool_use"] and w.run.cancelled == 0
@@ -55,23 +55,17 @@ def test_an_early_answer_tells_the_run_what_its_session_holds():
     assert w.error is None and seen.reports == [REPORT] and w.run.finished == ["after tool_use"]
 
 
-def test_without_keep_the_run_is_told_to_let_the_session_go():
-    w = writer(Seen())
-    tool_call(w)
-    assert w.run.finished == [None]
-
-
 def test_a_report_before_the_end_is_seen_and_the_answer_goes_on():
     seen = Seen()
-    w = writer(seen, keep=lambda answer: "kept")
+    w = writer(seen)
     w.cli_event(REPORT)
     assert seen.reports == [REPORT] and w.quota_seen and not w.done.called
     w.cli_finished(Result(False, "success", "hi", "end_turn", None, Usage(1, 1)))
-    assert w.done.called and not w.early and w.run.finished == ["kept"]
+    assert w.done.called and not w.early and w.run.finished == ["after end_turn"]
 
 
 def test_a_failed_answer_keeps_nothing():
-    w = writer(Seen(), keep=lambda answer: "kept")
+    w = writer(Seen())
     w.done.addErrback(lambda f: None)
     w.cli_failed(APIError(502, "broke"))
     assert w.run.finished == []
