@@ -1,11 +1,15 @@
 """
 Tying each CLI process's life to the daemon's.
 
-- Every CLI is started through a tiny exec wrapper (Twisted's spawnProcess has
+- Every CLI is started through a small exec chain (Twisted's spawnProcess has
   no preexec hook) that puts it in a session and process group of its own (so
   a signal reaches the CLI's own children too, and a Ctrl-C at the daemon's
   terminal is the daemon's to handle) and, on Linux, asks the kernel to
   SIGKILL it when the daemon dies (PR_SET_PDEATHSIG), however the daemon dies.
+  On Linux that is util-linux's setsid(1) and setpriv(1) (~2 ms a spawn);
+  elsewhere, or where those cannot do it, a second Python (~15-25 ms).
+- A CLI that cannot be exec'd (gone since start-up) is found before the spawn:
+  the run fails with cli_unavailable and nothing is started.
 - A record (pid and start time of each CLI, and of the daemon) is kept in the
   state directory; a daemon that starts where an earlier one was killed ends
   the CLI processes that one left behind. They are known by pid *and* start
@@ -16,10 +20,13 @@ Tying each CLI process's life to the daemon's.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -37,10 +44,10 @@ log = Logger()
 
 PR_SET_PDEATHSIG = 1
 # Run as `python -I -S -c WRAPPER <daemon pid> <argv...>`. A CLI it cannot exec
-# (gone since start-up) is said on stderr after CANNOT_RUN, exit 127, so the
-# request gets cli_unavailable rather than the wrapper's traceback. (~13 ms measured, against a
-# CLI start of ~300-500 ms). After the prctl it checks that the daemon is still
-# its parent: had the daemon died between the fork and the prctl, nothing would
+# (gone between the check in Tether.argv and the exec) is said on stderr after
+# CANNOT_RUN, exit 127, so the request gets cli_unavailable rather than the
+# wrapper's traceback. After the prctl it checks that the daemon is still its
+# parent: had the daemon died between the fork and the prctl, nothing would
 # ever send the signal.
 WRAPPER = """\
 import os, sys
@@ -56,6 +63,51 @@ except OSError as e:
     sys.stderr.write("%s %%s: %%s\\n" %% (sys.argv[2], e.strerror))
     sys.exit(127)
 """ % (PR_SET_PDEATHSIG, signal.SIGKILL, CANNOT_RUN)
+
+# The same on Linux without a second interpreter: setsid(1) (never --fork: the
+# CLI must keep the pid Twisted knows; a fresh child is no group leader, so it
+# does not fork), setpriv(1) --pdeathsig, then /bin/sh (its $0 the daemon's
+# pid) makes WRAPPER's parent check, since setpriv has none.
+PARENT_CHECK = '[ "$PPID" = "$0" ] || exit 137; exec "$@"'
+
+
+def util_linux_chain() -> list[str] | None:
+    """
+    The argv prefix that ties a command to this process with util-linux,
+    or None where that does not work here (not Linux; no setsid or setpriv;
+    util-linux before 2.33 has no --pdeathsig; a sandbox forbidding prctl).
+    Tried once, on a command whose exit code only the whole chain gives.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    setsid, setpriv = shutil.which("setsid"), shutil.which("setpriv")
+    if setsid is None or setpriv is None:
+        return None
+    chain = [setsid, setpriv, "--pdeathsig", "KILL", "--", "/bin/sh", "-c", PARENT_CHECK]
+    try:
+        tried = subprocess.run([*chain, str(os.getpid()), "/bin/sh", "-c", "exit 42"],
+                               capture_output=True, env={}, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return chain if tried.returncode == 42 else None
+
+
+class CannotRun(OSError):
+    """The CLI cannot be exec'd; said as the system would say it (`No such file or directory`)."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def check_runnable(path: str) -> None:
+    """Raise CannotRun when execve(path) would fail for want of a runnable file."""
+    try:
+        found = os.stat(path)
+    except OSError as e:
+        raise CannotRun(e.errno, e.strerror, path) from None
+    if not stat.S_ISREG(found.st_mode) or not os.access(path, os.X_OK):
+        raise CannotRun(errno.EACCES, os.strerror(errno.EACCES), path)
+
 
 # ps's start times are to the second, and a fork is recorded just after it happened.
 START_SLACK_SECONDS = 2.0
@@ -132,11 +184,24 @@ class Tether:
 
     record_path: str
     python: str = sys.executable
+    # The util-linux chain, or None for the Python wrapper.
+    prefix: list[str] | None = field(factory=util_linux_chain)
     _children: dict = field(factory=dict)  # pid -> (transport, start time)
-    _me: tuple[int, str | None] = field(factory=lambda: (os.getpid(), start_time(os.getpid())))
+    _me: tuple[int, str | None] | None = None  # this daemon: pid, start time
+
+    def __attrs_post_init__(self) -> None:
+        log.info("CLI processes are tied to the daemon by {how}",
+                 how="the Python exec wrapper" if self.prefix is None else "setsid + setpriv")
 
     def argv(self, argv: Sequence[str]) -> list[str]:
-        """The command line that runs `argv` tied to this daemon."""
+        """
+        The command line that runs `argv` tied to this daemon; CannotRun (an
+        OSError: the run fails with cli_unavailable) when argv[0] cannot run.
+        """
+        check_runnable(argv[0])
+        # The pid now, not at construction: twistd forks to daemonize after making the service.
+        if self.prefix is not None:
+            return [*self.prefix, str(os.getpid()), *argv]
         return [self.python, "-I", "-S", "-c", WRAPPER, str(os.getpid()), *argv]
 
     def spawned(self, transport: IProcessTransport) -> None:
@@ -163,7 +228,7 @@ class Tether:
         # Reaped processes drop out here (Twisted clears a transport's pid then).
         self._children = {pid: entry for pid, entry in self._children.items()
                           if entry[0].pid is not None}
-        pid, started = self._me
+        pid, started = self._daemon()
         record = {"daemon": {"pid": pid, "start": started},
                   "children": [{"pid": p, "start": s} for p, (_, s) in self._children.items()]}
         try:
@@ -175,6 +240,12 @@ class Tether:
         except OSError as e:
             log.warn("Could not write the record of CLI processes {path}: {error}",
                      path=self.record_path, error=str(e))
+
+    def _daemon(self) -> tuple[int, str | None]:
+        # Known on first use: twistd forks to daemonize after the Tether is made.
+        if self._me is None or self._me[0] != os.getpid():
+            self._me = (os.getpid(), start_time(os.getpid()))
+        return self._me
 
     def sweep(self) -> int:
         """

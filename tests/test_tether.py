@@ -5,16 +5,27 @@ sweep of the ones an earlier daemon left behind (known by pid and start time).
 
 import json
 import os
+import select
+import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from attrs import define
 
-from claude_proxy.tether import Tether, record_name, same_start, start_time
+from claude_proxy.runner import run_error
+from claude_proxy.tether import CannotRun, Tether, record_name, same_start, start_time, util_linux_chain
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's /proc")
+ROOT = Path(__file__).resolve().parent.parent
+# The ways a CLI is tied to the daemon: util-linux's where it works (Linux), the Python wrapper everywhere.
+WAYS = ["util-linux", "python"] if util_linux_chain() is not None else ["python"]
+
+
+def tether(path, way: str) -> Tether:
+    return Tether(str(path)) if way == "util-linux" else Tether(str(path), prefix=None)
 
 
 @define
@@ -27,24 +38,73 @@ def sleeper() -> subprocess.Popen:
     return subprocess.Popen(["sleep", "600"], start_new_session=True)
 
 
-def test_the_wrapper_runs_the_command_in_a_group_of_its_own(tmp_path):
-    tether = Tether(str(tmp_path / "record.json"))
-    out = subprocess.run(tether.argv(["/bin/sh", "-c", "echo $$; ps -o pgid= -p $$"]),
-                         capture_output=True, check=True).stdout.split()
+@pytest.mark.skipif(not sys.platform.startswith("linux") or shutil.which("setpriv") is None,
+                    reason="util-linux's setpriv is Linux's")
+def test_on_linux_with_util_linux_no_second_python_runs():
+    assert Tether("unused.json").prefix == util_linux_chain() is not None
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_the_wrapper_runs_the_command_in_a_group_of_its_own(tmp_path, way):
+    argv = tether(tmp_path / "record.json", way).argv(["/bin/sh", "-c", "echo $$; ps -o pgid= -p $$"])
+    out = subprocess.run(argv, capture_output=True, check=True).stdout.split()
     pid, pgid = map(int, out)
     assert pid == pgid != os.getpgid(0)
 
 
-def test_the_wrapper_gives_up_when_its_daemon_is_not_its_parent(tmp_path):
+@pytest.mark.parametrize("way", WAYS)
+def test_the_wrapper_gives_up_when_its_daemon_is_not_its_parent(tmp_path, way):
     # Started by someone else than the daemon it names: the daemon died before
     # the parent-death signal was armed, so the command must not run at all.
-    argv = Tether(str(tmp_path / "r.json")).argv(["/bin/echo", "ran"])
-    argv[5] = "1"
+    argv = tether(tmp_path / "r.json", way).argv(["/bin/echo", "ran"])
+    argv[argv.index(str(os.getpid()))] = "1"
     done = subprocess.run(argv, capture_output=True)
     if sys.platform.startswith("linux"):
         assert done.returncode == 137 and done.stdout == b""
     else:
         assert done.stdout == b"ran\n"
+
+
+# A stand-in daemon: it starts `sh` tied to itself, says the pid, and waits.
+DAEMON = """
+import subprocess, sys
+from claude_proxy.tether import Tether
+tether = Tether(sys.argv[1]) if sys.argv[2] == "util-linux" else Tether(sys.argv[1], prefix=None)
+child = subprocess.Popen(tether.argv(["/bin/sh", "-c", "echo tied; exec sleep 600"]))
+print(child.pid, flush=True)
+child.wait()
+"""
+
+
+@linux
+@pytest.mark.parametrize("way", WAYS)
+def test_a_cli_dies_with_its_daemon_even_after_sigkill(tmp_path, way):
+    daemon = subprocess.Popen([sys.executable, "-c", DAEMON, str(tmp_path / "r.json"), way],
+                              cwd=ROOT, stdout=subprocess.PIPE)
+    try:
+        cli = int(daemon.stdout.readline())
+        assert daemon.stdout.readline() == b"tied\n"  # exec'd: past the prctl
+        exited = os.pidfd_open(cli)
+        daemon.kill()
+        assert select.select([exited], [], [], 30)[0] == [exited]
+        os.close(exited)
+    finally:
+        daemon.kill()
+        daemon.wait()
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_a_cli_that_cannot_run_is_refused_before_anything_starts(tmp_path, way):
+    runs = tether(tmp_path / "r.json", way)
+    not_executable = tmp_path / "claude"
+    not_executable.write_text("#!/bin/sh\n")
+    for path, why in ((tmp_path / "gone", "No such file or directory"),
+                      (tmp_path, "Permission denied"), (not_executable, "Permission denied")):
+        with pytest.raises(CannotRun) as raised:
+            runs.argv([str(path), "-p"])
+        error = run_error(raised.value, str(path))
+        assert (error.status, error.code) == (503, "cli_unavailable")
+        assert error.message == f"The Claude Code CLI at {path} cannot run: {why}"
 
 
 @linux
