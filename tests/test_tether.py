@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from attrs import define
 
-from claude_proxy.runner import run_error
+from claude_proxy.turn import start_error
 from claude_proxy.tether import CannotRun, Tether, record_name, same_start, start_time, util_linux_chain
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's /proc")
@@ -102,7 +102,7 @@ def test_a_cli_that_cannot_run_is_refused_before_anything_starts(tmp_path, way):
                       (tmp_path, "Permission denied"), (not_executable, "Permission denied")):
         with pytest.raises(CannotRun) as raised:
             runs.argv([str(path), "-p"])
-        error = run_error(raised.value, str(path))
+        error = start_error(raised.value, str(path))
         assert (error.status, error.code) == (503, "cli_unavailable")
         assert error.message == f"The Claude Code CLI at {path} cannot run: {why}"
 
