@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
+from claude_proxy import __version__
 from claude_proxy.accounts import Account, Accounts, conversation_key
 from claude_proxy.answer import Answer
 from claude_proxy.body import parse_body
@@ -26,6 +27,7 @@ from claude_proxy.error_shapes import shaped_error
 from claude_proxy.errors import APIError
 from claude_proxy.events import RateLimit
 from claude_proxy.gate import exchange_of
+from claude_proxy.history import History
 from claude_proxy.live import continuation
 from claude_proxy.metrics import CONTENT_TYPE, Metrics
 from claude_proxy.models import model_list, model_object, resolve
@@ -34,6 +36,8 @@ from claude_proxy.openai_chat.door import ChatDoor
 from claude_proxy.openai_responses.door import ResponsesDoor
 from claude_proxy.plan import CLISettings, build_plan
 from claude_proxy.runner import Runner
+from claude_proxy.status import page
+from claude_proxy.status.snapshot import load_of, snapshot
 from claude_proxy.writers import HEARTBEAT_SECONDS, HOLD_HEADERS_SECONDS, BufferedWriter, StreamWriter
 
 log = Logger()
@@ -76,6 +80,7 @@ class ProxyAPI:
         default=Factory(lambda self: ResponsesDoor(self.image_urls, clock=self.clock), takes_self=True))
     messages: MessagesDoor = field(
         default=Factory(lambda self: MessagesDoor(self.image_urls), takes_self=True))
+    history: History = field(factory=History)  # recent requests, for the status page
     _per_key: dict = field(factory=dict)
 
     app = Klein()
@@ -124,6 +129,27 @@ class ProxyAPI:
                 "waiting_for_tools": sessions.waiting_for_tools,
                 "continued": sessions.continued, "fallbacks": dict(sessions.fallbacks),
                 "ended": dict(sessions.ended)}
+
+    @app.route("/", methods=["GET"])
+    def status_page(self, request: IRequest) -> bytes:
+        return page.serve(request, "index.html")
+
+    @app.route("/status/page.css", methods=["GET"])
+    def status_css(self, request: IRequest) -> bytes:
+        return page.serve(request, "page.css")
+
+    @app.route("/status/page.js", methods=["GET"])
+    def status_js(self, request: IRequest) -> bytes:
+        return page.serve(request, "page.js")
+
+    @app.route("/status/data", methods=["GET"])
+    async def status_data(self, request: IRequest) -> bytes:
+        probes = self.logins or {self.accounts.accounts[0].name: self.probe}
+        logins = {name: await probe.check() for name, probe in probes.items()}
+        request.setHeader(b"cache-control", b"no-store")
+        return _json(request, 200, snapshot(self.clock.seconds(), self.started, __version__,
+                                            self.accounts, logins, load_of(self.runner),
+                                            self.history))
 
     @app.route("/metrics", methods=["GET"])
     def prometheus(self, request: IRequest) -> bytes:
@@ -196,6 +222,7 @@ class ProxyAPI:
             plan = build_plan(wanted, self.settings, account.environ(self.environ),
                               self.runner.aliases)
             writer = self._writer(request, opened, account)
+            exchange.account = account.name
             _set_headers(request, self.accounts.headers(account))
 
             def observed(report: RateLimit, account: Account = account) -> None:
@@ -266,6 +293,7 @@ class ProxyAPI:
         if usage is not None:
             exchange.prompt_tokens = usage.prompt_tokens
             exchange.completion_tokens = usage.output_tokens
+            exchange.cache_read_tokens = usage.cache_read_tokens
             self.metrics.answered(exchange.model, exchange.first_token,
                                   usage.prompt_tokens, usage.output_tokens)
         if writer.error is not None:

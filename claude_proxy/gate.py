@@ -23,11 +23,13 @@ from twisted.web.server import Request, Site
 from claude_proxy.auth import INVALID_KEY, KeyRing, presented_key
 from claude_proxy.error_shapes import shaped_error
 from claude_proxy.errors import APIError
+from claude_proxy.history import History, record_of
 from claude_proxy.metrics import Metrics
 
 log = Logger()
 
-OPEN_PATHS = frozenset({b"/health"})  # answered without an API key
+# Answered without an API key: health, and the status page's own files (its data needs a key).
+OPEN_PATHS = frozenset({b"/health", b"/", b"/status/page.css", b"/status/page.js"})
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 PREFLIGHT_MAX_AGE = b"600"
 ENDPOINTS = {
@@ -39,7 +41,11 @@ ENDPOINTS = {
     b"/v1/usage": "usage",
     b"/health": "health",
     b"/metrics": "metrics",
+    b"/": "status_page",
+    b"/status/data": "status",
 }
+# Logged at debug level only: the status page polls every few seconds.
+QUIET_ENDPOINTS = frozenset({"status"})
 
 
 @define
@@ -52,6 +58,8 @@ class Exchange:
     model: str = "-"
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cache_read_tokens: int = 0  # of prompt_tokens, read from the prompt cache
+    account: str | None = None  # the account that answered (or refused last)
     first_token: float | None = None  # seconds after `started`
     error_code: str | None = None
 
@@ -142,6 +150,7 @@ class Gate(Resource):
     # Host names answered (None: any). Without API keys only the loopback names are,
     # so a page that rebinds its own name to 127.0.0.1 cannot use the proxy.
     hosts: frozenset[str] | None = None
+    history: History | None = None  # the status page's record of recent requests
     isLeaf: bool = field(default=True, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -196,7 +205,11 @@ class Gate(Resource):
         seconds = self.clock.seconds() - exchange.started
         endpoint = endpoint_of(request.path)
         self.metrics.request_done(endpoint, exchange.model, status, seconds)
-        log.info(
+        record = record_of(request.path, request.getHeader(b"user-agent"), exchange, status, seconds)
+        if record is not None and self.history is not None:
+            self.history.add(record)
+        emit = log.debug if endpoint in QUIET_ENDPOINTS else log.info
+        emit(
             "{request_id} {method} {path} {status} {duration_ms}ms model={model} "
             "prompt_tokens={prompt_tokens} completion_tokens={completion_tokens}",
             request_id=exchange.request_id, method=request.method.decode("ascii", "replace"),

@@ -9,10 +9,11 @@ import os
 import re
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.application import service, strports
+from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError, ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python import usage
@@ -23,11 +24,14 @@ from claude_proxy.app import ProxyAPI
 from claude_proxy.auth import KeyFileError, KeyRing
 from claude_proxy.cli import CLIMissing, CLIProbe, find_claude, version_now
 from claude_proxy.gate import LOOPBACK_NAMES, Gate, ProxySite
+from claude_proxy.history import History
 from claude_proxy.metrics import Metrics
 from claude_proxy.plan import CLISettings, child_env
 from claude_proxy.live_sessions import LiveSessions
+from claude_proxy.openai_responses.store_file import StoredResponses
 from claude_proxy.pool import WarmPool
 from claude_proxy.runner import Runner
+from claude_proxy.state import StateFile, state_name
 from claude_proxy.tether import Tether, default_state_dir, record_name
 
 log = Logger()
@@ -133,7 +137,8 @@ class Options(usage.Options):
          "Seconds a request (its head and body) may take to arrive; then 408.",
          _positive(float)],
         ["state-dir", None, None,
-         "Where the daemon keeps its record of running CLI processes "
+         "Where the daemon keeps its record of running CLI processes and its state file "
+         "(stored responses, recent requests) "
          "[default: $XDG_STATE_HOME/claude-proxy or ~/.local/state/claude-proxy]."],
         ["overage", None, "refuse",
          "refuse: stop sending an account requests while its answers draw on paid extra usage, "
@@ -224,12 +229,18 @@ class ProxyService(service.MultiService):
     start-up with a plain message rather than a traceback. Under twistd it
     also owns two signals: SIGHUP re-reads the API keys, and SIGTERM stops
     gracefully and exits 0 (twistd's own handler would re-raise the signal).
+    The state file is opened once the ports are bound (a second daemon on the
+    same ports stops before it touches the file) and closed after everything
+    else has stopped (what the grace period finished is written).
     """
 
-    def __init__(self, reactor: Any, keys: KeyRing) -> None:
+    def __init__(self, reactor: Any, keys: KeyRing, state: StateFile | None = None,
+                 restore: Callable[[], None] | None = None) -> None:
         super().__init__()
         self._reactor = reactor
         self._keys = keys
+        self._state = state
+        self._restore = restore
         self._previous: dict[int, Any] = {}
         self._stopping = False
 
@@ -244,10 +255,20 @@ class ProxyService(service.MultiService):
             ) from None
 
     def startService(self) -> None:
+        if self._state is not None and not self._state.is_open:
+            self._state.open()
+            if self._restore is not None:
+                self._restore()
         super().startService()
         # Only as the process's own service: not when embedded in a running reactor (tests).
         if threading.current_thread() is threading.main_thread() and not self._reactor.running:
             self._reactor.addSystemEventTrigger("after", "startup", self._install_signals)
+
+    def stopService(self) -> Deferred[None]:
+        stopped = super().stopService()
+        if self._state is not None:
+            stopped.addCallback(lambda _: self._state.close())
+        return stopped
 
     def _install_signals(self) -> None:
         def on_term(number: int, frame: Any) -> None:
@@ -299,11 +320,12 @@ def makeService(options: Options, reactor: Any = None,
     except KeyFileError as e:
         raise SystemExit(f"claude-proxy: {e}") from None
 
-    top = ProxyService(reactor, keys)
+    state_dir = options["state-dir"] or default_state_dir(environ)
+    state = StateFile(os.path.join(state_dir, state_name(options["listen"])), reactor)
+    history = History(state)
     runner = Runner(reactor, options["max-concurrent"], options["queue"],
                     options["timeout"], options["idle-timeout"],
                     shutdown_grace=options["shutdown-grace"])
-    state_dir = options["state-dir"] or default_state_dir(environ)
     runner.tether = Tether(os.path.join(state_dir, record_name(options["listen"])))
     if options["warm"]:
         runner.pool = WarmPool(reactor, min(options["warm"], options["max-concurrent"]),
@@ -311,8 +333,6 @@ def makeService(options: Options, reactor: Any = None,
                                aliases=runner.aliases)
     if options["sessions"]:
         runner.sessions = LiveSessions(reactor, options["sessions"], options["session-ttl"])
-    runner.setName("runner")
-    runner.setServiceParent(top)
     accounts = Accounts(tuple(Account(name, d) for name, d in options["account"])
                         or (Account("default"),), refuse_overage=options["overage"] == "refuse")
     logins = {a.name: CLIProbe(reactor, claude, child_env(settings, a.environ(environ)))
@@ -321,11 +341,20 @@ def makeService(options: Options, reactor: Any = None,
     api = ProxyAPI(runner, settings, logins[accounts.accounts[0].name], environ, reactor,
                    metrics, image_urls=bool(options["image-urls"]),
                    max_per_key=options["max-per-key"], accounts=accounts,
-                   logins=logins if options["account"] else {})
+                   logins=logins if options["account"] else {}, history=history)
+
+    def restore() -> None:
+        StoredResponses(state).load(api.responses.store)
+        history.load(reactor.seconds())
+
+    top = ProxyService(reactor, keys, state, restore)
+    runner.setName("runner")
+    runner.setServiceParent(top)
     hosts = None
     if not keys.enabled and not options["insecure-no-auth"]:
         hosts = LOOPBACK_NAMES | {i for i in map(interface_of, options["listen"]) if i}
-    gate = Gate(api.resource(), keys, metrics, reactor, frozenset(options["cors-origin"]), hosts)
+    gate = Gate(api.resource(), keys, metrics, reactor, frozenset(options["cors-origin"]), hosts,
+                history)
     site = ProxySite(gate, options["max-body-bytes"], options["read-timeout"], reactor=reactor)
     for description in options["listen"]:
         strports.service(description, site, reactor=reactor).setServiceParent(top)

@@ -158,10 +158,14 @@ def same_start(recorded: str, now: str | None) -> bool:
     return recorded == now
 
 
+def listen_digest(listen: Sequence[str]) -> str:
+    """A name for a set of --listen addresses: two daemons cannot share those."""
+    return hashlib.sha256("\n".join(sorted(listen)).encode("utf-8")).hexdigest()[:16]
+
+
 def record_name(listen: Sequence[str]) -> str:
-    """One record per set of --listen addresses: two daemons cannot share those."""
-    digest = hashlib.sha256("\n".join(sorted(listen)).encode("utf-8")).hexdigest()[:16]
-    return f"children-{digest}.json"
+    """One record per set of --listen addresses."""
+    return f"children-{listen_digest(listen)}.json"
 
 
 def default_state_dir(environ: Any) -> str:

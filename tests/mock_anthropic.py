@@ -37,7 +37,8 @@ or, for every request, by ``MockAnthropic.force`` (the same grammar without the 
   "Output token limit hit..." user turn (no directive, so the default reply); when forced, it gives
   up after 3 such turns with an error result.
 
-Run standalone with ``python -m tests.mock_anthropic --port 0``; it prints ``LISTENING <port>``.
+Run standalone with ``python -m tests.mock_anthropic --port 0``; it prints ``LISTENING <port>``
+(``--header NAME=VALUE`` for every answer, ``--record FILE`` to log the requests).
 """
 
 from __future__ import annotations
@@ -584,6 +585,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: any free port)")
     parser.add_argument("--record", metavar="FILE", help="append every request to FILE as a JSON line")
+    parser.add_argument("--header", metavar="NAME=VALUE", action="append", default=[],
+                        help="a header on every answer (account_headers['*']), e.g. the quota's")
     args = parser.parse_args(argv)
 
     from twisted.internet import reactor
@@ -592,7 +595,9 @@ def main(argv: list[str] | None = None) -> None:
     # stdout carries only the LISTENING line that scripts parse; logs go to stderr.
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     record_to = open(args.record, "a") if args.record else None
-    listening = MockAnthropic(reactor, record_to=record_to).listen(args.port)
+    headers = dict(pair.split("=", 1) for pair in args.header)
+    listening = MockAnthropic(reactor, record_to=record_to,
+                              account_headers={"*": headers}).listen(args.port)
     print(f"LISTENING {listening.getHost().port}", flush=True)
     reactor.run()
 

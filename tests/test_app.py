@@ -61,7 +61,7 @@ def build(reactor, tmp_path, keys=(), origins=(), max_per_key=0, hosts=None):
     api = ProxyAPI(runner, CLISettings("/bin/claude"), probe, {"PATH": "/bin"}, reactor, metrics,
                    max_per_key=max_per_key)
     capture = Capture(Gate(api.resource(), KeyRing(tuple(keys)), metrics, reactor,
-                           frozenset(origins), hosts))
+                           frozenset(origins), hosts, api.history))
     return api, capture, StubTreq(capture)
 
 
@@ -430,3 +430,41 @@ def test_refusals_before_any_run_are_counted_and_model_labels_are_bounded(proxy,
     text = result(treq.content(result(treq.get("http://proxy/metrics")))).decode()
     assert len(set(re.findall(r'model="([^"]+)"', text)) - {"other"}) == 32
     assert 'model="other"' in text
+
+
+def test_the_status_page_is_open_and_its_data_needs_the_key(reactor, tmp_path):
+    _, _, treq = build(reactor, tmp_path, keys=("sk-one",))
+    page = result(treq.get("http://proxy/"))
+    assert page.code == 200
+    assert page.headers.getRawHeaders("content-type") == ["text/html; charset=utf-8"]
+    assert "script-src 'self'" in page.headers.getRawHeaders("content-security-policy")[0]
+    assert b"/status/page.js" in result(treq.content(page))
+    for name, kind in (("page.js", "text/javascript"), ("page.css", "text/css")):
+        asset = result(treq.get(f"http://proxy/status/{name}"))
+        assert asset.code == 200
+        assert asset.headers.getRawHeaders("content-type")[0].startswith(kind)
+    assert result(treq.get("http://proxy/status/data")).code == 401
+    assert result(treq.get("http://proxy/status/other.js")).code == 401  # not the page's
+
+
+def test_the_status_data_shows_requests_but_no_prompt_or_key(reactor, tmp_path):
+    _, _, treq = build(reactor, tmp_path, keys=("sk-one",))
+    headers = {"authorization": "Bearer sk-one", "user-agent": "OpenAI/Python 1.99"}
+    response, _ = answer(treq, reactor, treq.post(URL, json=body(), headers=headers))
+    assert response.code == 200
+    data_response = result(treq.get("http://proxy/status/data", headers=headers))
+    assert data_response.code == 200
+    assert data_response.headers.getRawHeaders("cache-control") == ["no-store"]
+    raw = result(treq.content(data_response))
+    assert b"hello" not in raw and b"sk-one" not in raw
+    data = json.loads(raw)
+    [record] = data["recent"]
+    assert (record["api"], record["client"], record["status"], record["account"]) == \
+        ("Chat", "openai (Python)", 200, "default")
+    assert record["tokens_out"] > 0 and record["first_token"] is not None
+    assert data["minutes"][-1]["requests"] == 1
+    assert data["load"] == {"running": 0, "queued": 0, "max_concurrent": 1, "warm": 0,
+                            "live_sessions": 0, "waiting_for_tools": 0}
+    [account] = data["accounts"]
+    assert (account["name"], account["status"], account["skipped"]) == ("default", "ok", None)
+    assert data["overage"] == "refuse"

@@ -591,8 +591,9 @@ class MockAPI:
             self.proc.wait()
 
 
-def start_mock_api() -> MockAPI:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.mock_anthropic", "--port", "0"],
+def start_mock_api(*args: str) -> MockAPI:
+    """The mock API in its own process; `args` for its command line (--header, --record)."""
+    proc = subprocess.Popen([sys.executable, "-m", "tests.mock_anthropic", "--port", "0", *args],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True)
     line = proc.stdout.readline()
