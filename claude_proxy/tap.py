@@ -97,7 +97,8 @@ class Options(usage.Options):
         "Messages API (POST /v1/messages, POST /v1/messages/count_tokens), answered by the "
         "logged-in Claude Code CLI; with GET /v1/models and /v1/models/ID (the models), "
         "/v1/usage (each account's quota), /health (the CLI and its login; no key needed) and "
-        "/metrics (Prometheus)."
+        "/metrics (Prometheus); and a status page for a browser at / (its files "
+        "/status/page.css and /status/page.js, its data /status/data)."
     )
 
     optFlags = [

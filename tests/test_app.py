@@ -439,6 +439,7 @@ def test_the_status_page_is_open_and_its_data_needs_the_key(reactor, tmp_path):
     assert page.headers.getRawHeaders("content-type") == ["text/html; charset=utf-8"]
     assert "script-src 'self'" in page.headers.getRawHeaders("content-security-policy")[0]
     assert b"/status/page.js" in result(treq.content(page))
+    assert result(treq.head("http://proxy/")).code == 200
     for name, kind in (("page.js", "text/javascript"), ("page.css", "text/css")):
         asset = result(treq.get(f"http://proxy/status/{name}"))
         assert asset.code == 200
