@@ -392,8 +392,9 @@ WIRE_APIS = ("chat", "responses", "messages")
 _ERROR_SUFFIX = re.compile(r"\((\w+)\)$")
 
 
-def wire_request(api: str, text: str, stream: bool) -> tuple[str, bytes, dict[str, str]]:
-    """The path, body and headers of a one-message request to one of the wire APIs."""
+def wire_request(api: str, text: str, stream: bool, /,
+                 **over: object) -> tuple[str, bytes, dict[str, str]]:
+    """The path, body and headers of a one-message request to one of the wire APIs (`over` its fields)."""
     headers = {"content-type": "application/json"}
     if api == "chat":
         path, body = "/v1/chat/completions", {"messages": [{"role": "user", "content": text}]}
@@ -405,7 +406,7 @@ def wire_request(api: str, text: str, stream: bool) -> tuple[str, bytes, dict[st
         headers["anthropic-version"] = "2023-06-01"
     else:
         raise ValueError(api)
-    body = {"model": "claude-haiku-4", "stream": stream, **body}
+    body = {"model": "claude-haiku-4", "stream": stream, **body, **over}
     return path, json.dumps(body).encode(), headers
 
 

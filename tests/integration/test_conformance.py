@@ -1,0 +1,188 @@
+"""
+Conformance: the fidelity cases on each wire API, streamed and not, through
+the real CLI against the mock API, read with the official SDKs' own types
+(tests/integration/conformance.py). One daemon answers every cell, a few at a
+time, before the first check; each cell is then checked on its own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from attrs import field, frozen
+
+from tests.integration.conformance import read
+from tests.integration.daemons import WIRE_APIS, Response, start_daemon, start_mock_api, wire_request
+from tests.integration.test_fidelity import PNG, calls_directive
+
+AT_ONCE = 4
+SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+TOOLS = {
+    "chat": [{"type": "function", "function": {
+        "name": "weather", "description": "Weather of a city", "parameters": SCHEMA}}],
+    "responses": [{"type": "function", "name": "weather", "description": "Weather of a city",
+                   "parameters": SCHEMA}],
+    "messages": [{"name": "weather", "description": "Weather of a city", "input_schema": SCHEMA}],
+}
+OUTPUT_SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"],
+                 "additionalProperties": False}
+STRUCTURED = {
+    "chat": {"response_format": {"type": "json_schema", "json_schema": {
+        "name": "count", "schema": OUTPUT_SCHEMA, "strict": True}}},
+    "responses": {"text": {"format": {"type": "json_schema", "name": "count", "strict": True,
+                                      "schema": OUTPUT_SCHEMA}}},
+    "messages": {"output_config": {"format": {"type": "json_schema", "schema": OUTPUT_SCHEMA}}},
+}
+REASONING = {
+    "chat": {"model": "claude-sonnet-4", "reasoning_effort": "high"},
+    "responses": {"model": "claude-sonnet-4", "reasoning": {"effort": "high", "summary": "auto"},
+                  "include": ["reasoning.encrypted_content"]},
+    "messages": {"model": "claude-sonnet-4", "thinking": {"type": "adaptive"}},
+}
+# The answer's end, per API, as each case should give it.
+ENDED = {"chat": "stop", "responses": "completed", "messages": "end_turn"}
+CALLED = {"chat": "tool_calls", "responses": "completed", "messages": "tool_use"}
+CUT = {"chat": "length", "responses": "incomplete", "messages": "max_tokens"}
+STOPPED = {"chat": "stop", "messages": "stop_sequence"}
+PIECES = json.dumps(["Hello wo", "rld, ST", "OP and more"])
+
+
+def history(api: str) -> dict:
+    """A conversation whose last turn answers a tool call, in the API's words."""
+    if api == "chat":
+        return {"tools": TOOLS[api], "messages": [
+            {"role": "user", "content": "weather in Paris?"},
+            {"role": "assistant", "content": None, "tool_calls": [{
+                "id": "call_1", "type": "function",
+                "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]}
+    if api == "responses":
+        return {"tools": TOOLS[api], "input": [
+            {"role": "user", "content": "weather in Paris?"},
+            {"type": "function_call", "call_id": "call_1", "name": "weather",
+             "arguments": '{"city": "Paris"}'},
+            {"type": "function_call_output", "call_id": "call_1", "output": "sunny"}]}
+    return {"tools": TOOLS[api], "messages": [
+        {"role": "user", "content": "weather in Paris?"},
+        {"role": "assistant", "content": [
+            {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Paris"}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}]}]}
+
+
+def with_image(api: str) -> dict:
+    text = "what is this?"
+    if api == "chat":
+        image = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}
+        return {"messages": [{"role": "user", "content": [{"type": "text", "text": text}, image]}]}
+    if api == "responses":
+        return {"input": [{"role": "user", "content": [
+            {"type": "input_text", "text": text},
+            {"type": "input_image", "image_url": f"data:image/png;base64,{PNG}", "detail": "auto"}]}]}
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
+    return {"messages": [{"role": "user", "content": [{"type": "text", "text": text}, image]}]}
+
+
+def limited(api: str) -> dict:
+    return {{"chat": "max_tokens", "responses": "max_output_tokens", "messages": "max_tokens"}[api]: 50}
+
+
+def stops(api: str) -> dict:
+    return {"stop": ["STOP", "never"]} if api == "chat" else {"stop_sequences": ["STOP", "never"]}
+
+
+@frozen
+class Case:
+    name: str
+    prompt: str  # the user's message, unless `fields` gives the conversation
+    ended: dict[str, str]  # how each API's answer ends; "error": it fails
+    calls: tuple[str, ...] = ()
+    fields: Callable[[str], dict] = field(default=lambda api: {})  # the request's own fields, by API
+    streamed_error: bool = False  # streamed, it fails once the stream has begun
+    status: int | None = None  # the status of an error answer, where that is settled
+
+
+def malformed(api: str) -> dict:
+    """A field each API refuses."""
+    return {{"chat": "messages", "responses": "input", "messages": "max_tokens"}[api]: None}
+
+
+def tools(api: str) -> dict:
+    return {"tools": TOOLS[api]}
+
+
+ERROR = dict.fromkeys(WIRE_APIS, "error")
+CASES = [
+    Case("text", "hello", ENDED),
+    Case("tool call", f"weather? {calls_directive(('weather', {'city': 'Paris'}), text='Let me look.')}",
+         CALLED, ("weather",), tools),
+    Case("tool result", "", ENDED, fields=history),
+    Case("two parallel calls",
+         f"both {calls_directive(('weather', {'city': 'Paris'}), ('weather', {'city': 'Oslo'}))}",
+         CALLED, ("weather", "weather"), tools),
+    Case("image", "", ENDED, fields=with_image),
+    Case("structured output", f"count {calls_directive(('StructuredOutput', {'n': 3}))}", ENDED,
+         fields=STRUCTURED.get),
+    Case("max tokens", "long [[mock:max_tokens]]", CUT, fields=limited),
+    Case("stop sequence", f"go [[mock:text pieces='{PIECES}']]", STOPPED, fields=stops),
+    Case("reasoning", "think [[mock:thinking]]", ENDED, fields=REASONING.get),
+    Case("rate limited", "[[mock:error status=429 type=rate_limit_error retry_after=7]]", ERROR),
+    Case("overloaded", "[[mock:error status=529 type=overloaded_error]]", ERROR),
+    Case("refused by the API", "[[mock:error status=400 type=invalid_request_error "
+                               "message='prompt is too long: 210000 tokens > 200000 maximum']]", ERROR),
+    Case("broken stream", "tell me [[mock:midstream_error]]", ENDED, streamed_error=True),
+    Case("bad request", "hello", ERROR, fields=malformed, status=400),
+    Case("unknown model", "hello", ERROR, fields=lambda api: {"model": "gpt-4o"}, status=404),
+]
+CELLS = [(case, api, stream) for case in CASES for api in WIRE_APIS if api in case.ended
+         for stream in (False, True)]
+
+
+def usage_asked(case: Case, api: str, stream: bool) -> bool:
+    """Chat streams ask for the usage chunk, but for plain text (which checks it is then absent)."""
+    return api == "chat" and stream and case.name != "text"
+
+
+def ask(daemon, case: Case, api: str, stream: bool) -> Response:
+    over = case.fields(api)
+    if usage_asked(case, api, stream):
+        over = {**over, "stream_options": {"include_usage": True}}
+    path, body, headers = wire_request(api, case.prompt, stream, **over)
+    return daemon.request("POST", path, body, headers)
+
+
+@pytest.fixture(scope="module")
+def answers(tmp_path_factory, cli_path):
+    mock = start_mock_api()
+    daemon = start_daemon(tmp_path_factory.mktemp("conformance"), "--cli-retries", "0",
+                          "--max-concurrent", str(AT_ONCE),
+                          "--cli-env", f"ANTHROPIC_BASE_URL={mock.base_url}",
+                          "--cli-env", "ANTHROPIC_API_KEY=sk-test", cli=cli_path)
+    try:
+        with ThreadPoolExecutor(AT_ONCE) as pool:
+            got = list(pool.map(lambda cell: ask(daemon, *cell), CELLS))
+        yield {(case.name, api, stream): answer for (case, api, stream), answer in zip(CELLS, got)}
+    finally:
+        daemon.stop()
+        mock.stop()
+
+
+@pytest.mark.parametrize("case, api, stream", CELLS,
+                         ids=[f"{c.name}-{api}-{'stream' if s else 'whole'}" for c, api, s in CELLS])
+def test_the_sdks_read_it(answers, case, api, stream):
+    answer = read(api, answers[case.name, api, stream], usage_asked(case, api, stream))
+    assert answer.problems == ()
+    if case.ended[api] == "error":
+        assert answer.status >= 400 and answer.error
+        if case.status is not None:
+            assert answer.status == case.status
+    elif stream and case.streamed_error:
+        assert (answer.status, answer.streamed) == (200, True) and answer.error
+    else:
+        assert (answer.status, answer.streamed, answer.finish, answer.error) == (
+            200, stream, case.ended[api], None)
+        assert [name for name, _ in answer.calls] == list(case.calls)
+        assert answer.text or answer.calls
