@@ -9,7 +9,7 @@ a response in, what a client of its API made of it out.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any, Union, get_args
 
 from anthropic.types import ErrorResponse, Message, RawMessageStreamEvent
 from attrs import define, field, frozen
@@ -17,7 +17,7 @@ from openai.types import ErrorObject
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response as OpenAIResponse
 from openai.types.responses import ResponseStreamEvent
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from tests.integration.daemons import Response
 from tests.streams import sse
@@ -35,9 +35,23 @@ ALLOWED = {
         "the SDKs compute it from `output`; sent too for clients that read the raw JSON",
 }
 
-ADAPTERS = {kind: TypeAdapter(kind) for kind in (
-    ChatCompletion, ChatCompletionChunk, OpenAIResponse, ResponseStreamEvent, ErrorObject,
-    Message, RawMessageStreamEvent, ErrorResponse)}
+
+
+def by_type(union: Any) -> Any:
+    """
+    An SDK's union of events, told apart by their `type` as the SDK does (its own
+    marker, which pydantic does not read), so that an event is checked against its
+    own type alone.
+    """
+    members = get_args(get_args(union)[0])
+    return Annotated[Union[members], Field(discriminator="type")]  # noqa: UP007 (a tuple of types)
+
+
+ADAPTERS = {kind: TypeAdapter(by_type(kind) if kind in (ResponseStreamEvent, RawMessageStreamEvent)
+                              else kind)
+            for kind in (ChatCompletion, ChatCompletionChunk, OpenAIResponse, ResponseStreamEvent,
+                         ErrorObject, Message, RawMessageStreamEvent, ErrorResponse)}
+NAMES = {ResponseStreamEvent: "ResponseStreamEvent", RawMessageStreamEvent: "RawMessageStreamEvent"}
 RESPONSE_ENDS = ("response.completed", "response.incomplete", "response.failed")
 
 
@@ -57,10 +71,6 @@ def undeclared(value: Any, path: str = "") -> list[str]:
     return []
 
 
-def type_name(kind: Any) -> str:
-    return getattr(kind, "__name__", None) or repr(kind)[:60]
-
-
 @define
 class Reader:
     """Parses one answer's parts with the SDK's types, noting every problem."""
@@ -72,11 +82,12 @@ class Reader:
         raw = data if isinstance(data, dict) else json.loads(data)
         adapter = ADAPTERS[kind]
         try:
-            value = adapter.validate_python(raw, strict=True)
+            value = adapter.validate_json(json.dumps(raw), strict=True)
         except ValidationError as e:
-            self.problems.append(f"{where}: not a {type_name(kind)}: {e}")
+            name = NAMES.get(kind) or kind.__name__
+            self.problems.append(f"{where}: not a {name}: {str(e)[:800]}")
             return None
-        self.problems += [f"{where}: {p}" for p in undeclared(value, type_name(type(value)))]
+        self.problems += [f"{where}: {p}" for p in undeclared(value, type(value).__name__)]
         again = adapter.dump_python(value, mode="json", exclude_unset=True, by_alias=True)
         if again != raw:
             self.problems.append(f"{where}: changed by the SDK's parse: {raw} → {again}")

@@ -14,8 +14,16 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from attrs import field, frozen
 
+from claude_proxy.anthropic_messages.encode import MessagesEncoder
+from claude_proxy.answer import Answer
+from claude_proxy.events import MessageDelta, MessageStart, TextDelta, ToolInputDelta, ToolUseStart
+from claude_proxy.openai_chat.encode import ChatEncoder
+from claude_proxy.openai_responses.encode import ResponsesEncoder, Shape
+from claude_proxy.sse import frame
 from tests.integration.conformance import read
-from tests.integration.daemons import WIRE_APIS, Response, start_daemon, start_mock_api, wire_request
+from tests.integration.daemons import (
+    WIRE_APIS, Response, sse_events, start_daemon, start_mock_api, wire_request,
+)
 from tests.integration.test_fidelity import PNG, calls_directive
 
 AT_ONCE = 4
@@ -157,7 +165,7 @@ def ask(daemon, case: Case, api: str, stream: bool) -> Response:
 @pytest.fixture(scope="module")
 def answers(tmp_path_factory, cli_path):
     mock = start_mock_api()
-    daemon = start_daemon(tmp_path_factory.mktemp("conformance"), "--cli-retries", "0",
+    daemon = start_daemon(tmp_path_factory.mktemp("conformance"), "--cli-retries", "0", "--warm", "0",
                           "--max-concurrent", str(AT_ONCE),
                           "--cli-env", f"ANTHROPIC_BASE_URL={mock.base_url}",
                           "--cli-env", "ANTHROPIC_API_KEY=sk-test", cli=cli_path)
@@ -170,6 +178,7 @@ def answers(tmp_path_factory, cli_path):
         mock.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case, api, stream", CELLS,
                          ids=[f"{c.name}-{api}-{'stream' if s else 'whole'}" for c, api, s in CELLS])
 def test_the_sdks_read_it(answers, case, api, stream):
@@ -186,3 +195,89 @@ def test_the_sdks_read_it(answers, case, api, stream):
             200, stream, case.ended[api], None)
         assert [name for name, _ in answer.calls] == list(case.calls)
         assert answer.text or answer.calls
+
+
+# --- The reader itself: it finds what it must find, in streams the encoders make and then break ---
+
+ENCODERS = {
+    "chat": lambda: ChatEncoder("chatcmpl-1", "claude-sonnet-4", 123, include_usage=True),
+    "responses": lambda: ResponsesEncoder(Shape("resp_1", "claude-sonnet-4", 123, {
+        "tools": [], "tool_choice": "auto", "parallel_tool_calls": True, "store": True})),
+    "messages": lambda: MessagesEncoder("msg_1", "claude-sonnet-4"),
+}
+TEXT_AND_CALL = [MessageStart("m"), TextDelta("Let me "), TextDelta("look."),
+                 ToolUseStart(1, "toolu_1", "mcp__client__weather"), ToolInputDelta(1, '{"city":'),
+                 ToolInputDelta(1, ' "Paris"}'), MessageDelta("tool_use", 7)]
+
+
+def encoded(api: str) -> list[tuple[str | None, dict | str]]:
+    """A streamed answer with text and a call, as the API's encoder streams it: (name, data)s."""
+    encoder, answer, data = ENCODERS[api](), Answer(), b""
+    for event in TEXT_AND_CALL:
+        outs = answer.feed(event)
+        if isinstance(event, MessageStart):
+            data += encoder.opening(answer)
+        data += encoder.outs(outs)
+    data += encoder.closing(answer)
+    return [(name, text if text == "[DONE]" else json.loads(text)) for name, text in sse_events(data)]
+
+
+def streamed(events: list[tuple[str | None, dict | str]]) -> Response:
+    body = b"".join(frame(data.encode() if isinstance(data, str) else json.dumps(data).encode(), name)
+                    for name, data in events)
+    return Response(200, {"content-type": "text/event-stream"}, body)
+
+
+def problems(api: str, events, usage_asked: bool = True) -> str:
+    return "\n".join(read(api, streamed(events), usage_asked=usage_asked and api == "chat").problems)
+
+
+@pytest.mark.parametrize("api", WIRE_APIS)
+def test_an_encoded_stream_reads_whole(api):
+    answer = read(api, streamed(encoded(api)), usage_asked=api == "chat")
+    assert answer.problems == ()
+    assert (answer.text, answer.calls) == ("Let me look.", [("weather", '{"city": "Paris"}')])
+
+
+def test_what_breaks_a_chat_stream():
+    events = encoded("chat")
+    [i] = [i for i, (_, data) in enumerate(events) if "usage" in data]
+    swapped = events[:i - 1] + [events[i], events[i - 1]] + events[i + 1:]
+    assert "not alone in the last" in problems("chat", swapped)
+    assert f"usage in chunks [{i}], not asked for" in problems("chat", events, usage_asked=False)
+    assert "chunks of 2 ids" in problems("chat", [events[0], (None, {**events[1][1], "id": "other"}),
+                                                  *events[2:]])
+    twice = events[:i] + [events[i - 1]] + events[i:]
+    assert "2 chunks with a finish_reason" in problems("chat", twice)
+    assert "no [DONE]" in problems("chat", events[:-1])
+    odd = {**events[1][1], "choices": [{**events[1][1]["choices"][0], "odd": 1}]}
+    assert ".choices[0].odd is not a field of Choice" in problems("chat", [events[0], (None, odd),
+                                                                            *events[2:]])
+
+
+def test_what_breaks_a_responses_stream():
+    events = encoded("responses")
+    kinds = [data["type"] for _, data in events]
+    added = kinds.index("response.output_item.added", kinds.index("response.output_item.done"))
+    assert "sequence numbers" in problems("responses", events[:3] + events[4:])
+    renumbered = [(name, {**data, "sequence_number": n}) for n, (name, data) in
+                  enumerate(events[:added - 1] + events[added:])]
+    assert "output_index 1 while [0] open" in problems("responses", renumbered)
+    moved = [(name, {**data, "output_index": 5} if data["type"].endswith(".delta") else data)
+             for name, data in events]
+    assert "output_index 5 is not an open item" in problems("responses", moved)
+    assert "ends []" in problems("responses", events[:-1])
+
+
+def test_what_breaks_a_messages_stream():
+    events = encoded("messages")
+    kinds = [data["type"] for _, data in events]
+    stop = kinds.index("content_block_stop")
+    assert "index 1, block 0 open" in problems("messages", events[:stop] + events[stop + 1:])
+    assert "ends with" in problems("messages", events[:-1])
+    assert "begins with" in problems("messages", events[1:])
+    delta = kinds.index("content_block_delta")
+    thought = (events[delta][0], {**events[delta][1], "delta": {"type": "thinking_delta",
+                                                                "thinking": "x"}})
+    assert "thinking_delta in a text block" in problems("messages", events[:delta] + [thought]
+                                                        + events[delta + 1:])
