@@ -8,6 +8,7 @@ time, before the first check; each cell is then checked on its own.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -59,39 +60,36 @@ PIECES = json.dumps(["Hello wo", "rld, ST", "OP and more"])
 
 
 def history(api: str) -> dict:
-    """A conversation whose last turn answers a tool call, in the API's words."""
+    """
+    A conversation whose last turn answers a tool call and shows an image (as OpenClaw
+    sends an image a tool read), in the API's words.
+    """
+    url = f"data:image/png;base64,{PNG}"
     if api == "chat":
         return {"tools": TOOLS[api], "messages": [
             {"role": "user", "content": "weather in Paris?"},
             {"role": "assistant", "content": None, "tool_calls": [{
                 "id": "call_1", "type": "function",
                 "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}]},
-            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]}
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+            {"role": "user", "content": [{"type": "text", "text": "and this?"},
+                                         {"type": "image_url", "image_url": {"url": url}}]}]}
     if api == "responses":
         return {"tools": TOOLS[api], "input": [
             {"role": "user", "content": "weather in Paris?"},
             {"type": "function_call", "call_id": "call_1", "name": "weather",
              "arguments": '{"city": "Paris"}'},
-            {"type": "function_call_output", "call_id": "call_1", "output": "sunny"}]}
+            {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+            {"role": "user", "content": [{"type": "input_text", "text": "and this?"},
+                                         {"type": "input_image", "image_url": url, "detail": "auto"}]}]}
     return {"tools": TOOLS[api], "messages": [
         {"role": "user", "content": "weather in Paris?"},
         {"role": "assistant", "content": [
             {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Paris"}}]},
         {"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}]}]}
-
-
-def with_image(api: str) -> dict:
-    text = "what is this?"
-    if api == "chat":
-        image = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}
-        return {"messages": [{"role": "user", "content": [{"type": "text", "text": text}, image]}]}
-    if api == "responses":
-        return {"input": [{"role": "user", "content": [
-            {"type": "input_text", "text": text},
-            {"type": "input_image", "image_url": f"data:image/png;base64,{PNG}", "detail": "auto"}]}]}
-    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
-    return {"messages": [{"role": "user", "content": [{"type": "text", "text": text}, image]}]}
+            {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"},
+            {"type": "text", "text": "and this?"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}]}]}
 
 
 def limited(api: str) -> dict:
@@ -111,6 +109,7 @@ class Case:
     fields: Callable[[str], dict] = field(default=lambda api: {})  # the request's own fields, by API
     streamed_error: bool = False  # streamed, it fails once the stream has begun
     status: int | None = None  # the status of an error answer, where that is settled
+    text: str | None = None  # the answer's whole text, where it shows the case did its part
 
 
 def malformed(api: str) -> dict:
@@ -127,15 +126,15 @@ CASES = [
     Case("text", "hello", ENDED),
     Case("tool call", f"weather? {calls_directive(('weather', {'city': 'Paris'}), text='Let me look.')}",
          CALLED, ("weather",), tools),
-    Case("tool result", "", ENDED, fields=history),
+    Case("tool result and image", "", ENDED, fields=history, text="MOCK REPLY to: and this?"),
     Case("two parallel calls",
          f"both {calls_directive(('weather', {'city': 'Paris'}), ('weather', {'city': 'Oslo'}))}",
          CALLED, ("weather", "weather"), tools),
-    Case("image", "", ENDED, fields=with_image),
     Case("structured output", f"count {calls_directive(('StructuredOutput', {'n': 3}))}", ENDED,
-         fields=STRUCTURED.get),
+         fields=STRUCTURED.get, text='{"n": 3}'),
     Case("max tokens", "long [[mock:max_tokens]]", CUT, fields=limited),
-    Case("stop sequence", f"go [[mock:text pieces='{PIECES}']]", STOPPED, fields=stops),
+    Case("stop sequence", f"go [[mock:text pieces='{PIECES}']]", STOPPED, fields=stops,
+         text="Hello world, "),
     Case("reasoning", "think [[mock:thinking]]", ENDED, fields=REASONING.get),
     Case("rate limited", "[[mock:error status=429 type=rate_limit_error retry_after=7]]", ERROR),
     Case("overloaded", "[[mock:error status=529 type=overloaded_error]]", ERROR),
@@ -165,13 +164,16 @@ def ask(daemon, case: Case, api: str, stream: bool) -> Response:
 @pytest.fixture(scope="module")
 def answers(tmp_path_factory, cli_path):
     mock = start_mock_api()
+    # No pre-started processes: nearly every request has a shape of its own, so they would go unused.
     daemon = start_daemon(tmp_path_factory.mktemp("conformance"), "--cli-retries", "0", "--warm", "0",
                           "--max-concurrent", str(AT_ONCE),
                           "--cli-env", f"ANTHROPIC_BASE_URL={mock.base_url}",
                           "--cli-env", "ANTHROPIC_API_KEY=sk-test", cli=cli_path)
     try:
+        started = time.monotonic()
         with ThreadPoolExecutor(AT_ONCE) as pool:
             got = list(pool.map(lambda cell: ask(daemon, *cell), CELLS))
+        print(f"conformance: {len(CELLS)} answers in {time.monotonic() - started:.1f} s")
         yield {(case.name, api, stream): answer for (case, api, stream), answer in zip(CELLS, got)}
     finally:
         daemon.stop()
@@ -195,6 +197,8 @@ def test_the_sdks_read_it(answers, case, api, stream):
             200, stream, case.ended[api], None)
         assert [name for name, _ in answer.calls] == list(case.calls)
         assert answer.text or answer.calls
+        if case.text is not None:
+            assert answer.text == case.text
 
 
 # --- The reader itself: it finds what it must find, in streams the encoders make and then break ---
