@@ -22,10 +22,9 @@ from claude_proxy.openai_chat.encode import ChatEncoder
 from claude_proxy.openai_responses.encode import ResponsesEncoder, Shape
 from claude_proxy.sse import frame
 from tests.integration.conformance import read
-from tests.integration.daemons import (
-    WIRE_APIS, Response, sse_events, start_daemon, start_mock_api, wire_request,
-)
+from tests.integration.daemons import WIRE_APIS, Response, start_daemon, start_mock_api, wire_request
 from tests.integration.test_fidelity import PNG, calls_directive
+from tests.streams import DONE, sse
 
 AT_ONCE = 4
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
@@ -223,7 +222,7 @@ def encoded(api: str) -> list[tuple[str | None, dict | str]]:
             data += encoder.opening(answer)
         data += encoder.outs(outs)
     data += encoder.closing(answer)
-    return [(name, text if text == "[DONE]" else json.loads(text)) for name, text in sse_events(data)]
+    return [(e.name, e.data if e.data == DONE else json.loads(e.data)) for e in sse(data)]
 
 
 def streamed(events: list[tuple[str | None, dict | str]]) -> Response:
