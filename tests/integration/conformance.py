@@ -25,7 +25,7 @@ from tests.streams import sse
 # Fields the SDKs' types lack that an answer may still carry: (type name, field) → why.
 ALLOWED = {
     ("ChatCompletionMessage", "reasoning_content"):
-        "the thinking, where DeepSeek-style clients (OpenClaw among them) read it; "
+        "the thinking (docs/parameters.md), where clients of DeepSeek-style APIs read it; "
         "OpenAI's Chat API has no field for it",
     ("ChoiceDelta", "reasoning_content"): "the same, streamed",
     ("Response", "store"):
@@ -34,7 +34,6 @@ ALLOWED = {
     ("Response", "output_text"):
         "the SDKs compute it from `output`; sent too for clients that read the raw JSON",
 }
-
 
 
 def by_type(union: Any) -> Any:
