@@ -22,7 +22,7 @@ from claude_proxy.openai_chat.encode import ChatEncoder
 from claude_proxy.openai_responses.encode import ResponsesEncoder, Shape
 from claude_proxy.sse import frame
 from tests.integration.conformance import read
-from tests.integration.daemons import WIRE_APIS, Response, start_daemon, start_mock_api, wire_request
+from tests.integration.daemons import WIRE_APIS, Response, start_mock_api, start_twistd, wire_request
 from tests.integration.test_fidelity import PNG, calls_directive
 from tests.streams import DONE, sse
 
@@ -164,7 +164,7 @@ def ask(daemon, case: Case, api: str, stream: bool) -> Response:
 def answers(tmp_path_factory, cli_path):
     mock = start_mock_api()
     # No pre-started processes: nearly every request has a shape of its own, so they would go unused.
-    daemon = start_daemon(tmp_path_factory.mktemp("conformance"), "--cli-retries", "0", "--warm", "0",
+    daemon = start_twistd(tmp_path_factory.mktemp("conformance"), "--cli-retries", "0", "--warm", "0",
                           "--max-concurrent", str(AT_ONCE),
                           "--cli-env", f"ANTHROPIC_BASE_URL={mock.base_url}",
                           "--cli-env", "ANTHROPIC_API_KEY=sk-test", cli=cli_path)
