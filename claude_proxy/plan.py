@@ -29,7 +29,8 @@ INHERITED = frozenset({
 })
 
 # Set for every run: a daemon's CLI must not update itself, phone home, write
-# auto-memory, or retry for minutes while a client waits.
+# auto-memory, retry for minutes while a client waits, or change the
+# conversation it was given.
 FIXED_ENV = {
     "DISABLE_AUTOUPDATER": "1",
     "DISABLE_TELEMETRY": "1",
@@ -41,6 +42,13 @@ FIXED_ENV = {
     "ENABLE_TOOL_SEARCH": "false",
     # Otherwise the CLI silently swaps some full model ids (claude-opus-4-1-...) for its newest model.
     "CLAUDE_CODE_DISABLE_LEGACY_MODEL_REMAP": "1",
+    # No compaction of any kind: otherwise, on a "prompt is too long" 400, CLI
+    # 2.1.330 summarises and trims the history and asks again (7 API calls for
+    # one request, measured); it also compacts on its own once a history looks
+    # big. The model must see exactly the client's conversation, and the
+    # client must see the refusal (it compacts its own conversation).
+    "DISABLE_COMPACT": "1",
+    "DISABLE_AUTO_COMPACT": "1",
 }
 
 # Flags that keep the user's own Claude Code setup out of proxied runs: no

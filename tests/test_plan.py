@@ -57,6 +57,8 @@ def test_environment_is_an_allowlist():
         assert dropped not in env
     assert env["CLAUDE_CODE_DISABLE_AUTO_MEMORY"] == "1"
     assert env["DISABLE_AUTOUPDATER"] == "1"
+    # The CLI never compacts the client's conversation (measured in test_faults).
+    assert env["DISABLE_COMPACT"] == env["DISABLE_AUTO_COMPACT"] == "1"
     assert env["CLAUDE_CODE_MAX_RETRIES"] == "2"  # as --cli-retries
 
 
