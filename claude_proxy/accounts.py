@@ -128,7 +128,7 @@ class Accounts:
         if why != "usage_limit" and len(self.accounts) == 1:
             return False  # nothing to fail over to, and no reset worth waiting for
         wait = error.retry_after if error.retry_after is not None else SKIP_SECONDS[why]
-        self._skip(account, why, now + wait)
+        self._skip(account, why, error.resets_at if error.resets_at is not None else now + wait)
         self.standing(account).failed_over += 1
         return True
 
@@ -152,7 +152,7 @@ class Accounts:
                             retry_after=retry_after)
         return APIError(429, f"{whose} has reached its Claude usage limit; the earliest resets "
                              f"in {retry_after} s.", "rate_limit_error", "usage_limit_reached",
-                        retry_after=retry_after)
+                        retry_after=retry_after, resets_at=round(until))
 
     def headers(self, account: Account) -> dict[str, str]:
         """Response headers: the account's last known quota, and its name."""

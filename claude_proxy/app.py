@@ -23,7 +23,7 @@ from claude_proxy.answer import Answer
 from claude_proxy.body import parse_body
 from claude_proxy.cli import CLIProbe
 from claude_proxy.door import FrontDoor, Ids, Opened
-from claude_proxy.error_shapes import shaped_error
+from claude_proxy.error_shapes import shaped_error, speaks_anthropic, unified_headers
 from claude_proxy.errors import APIError
 from claude_proxy.events import RateLimit
 from claude_proxy.gate import exchange_of
@@ -312,6 +312,8 @@ class ProxyAPI:
         exchange.error_code = error.code
         if error.retry_after is not None:
             request.setHeader(b"retry-after", str(error.retry_after).encode())
+        if speaks_anthropic(request.path, request.getHeader(b"anthropic-version")):
+            _set_headers(request, unified_headers(error))
         return self._error(request, error)
 
     def _error(self, request: IRequest, error: APIError) -> bytes:

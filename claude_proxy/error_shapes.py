@@ -32,8 +32,34 @@ def speaks_anthropic(path: bytes, anthropic_version: bytes | None) -> bool:
         or anthropic_version is not None
 
 
+# A spent plan window: ChatGPT's own shape of it (error.type, resets_at) is
+# what Codex reads to tell its user the limit and when it resets.
+USAGE_LIMIT = "usage_limit_reached"
+UNIFIED = "anthropic-ratelimit-unified-"
+
+
 def openai_error(error: APIError) -> tuple[int, dict]:
-    return error.status, error.to_json()
+    body = error.to_json()
+    if error.code == USAGE_LIMIT:
+        body["error"]["type"] = USAGE_LIMIT
+        if error.resets_at is not None:
+            body["error"]["resets_at"] = error.resets_at
+            body["error"]["resets_in_seconds"] = error.retry_after
+    return error.status, body
+
+
+def unified_headers(error: APIError) -> dict[str, str]:
+    """
+    The API's unified rate-limit headers an Anthropic-shaped usage-limit 429
+    carries whatever else is known of the account: Claude Code tells its user
+    the limit and its reset from them, and does not retry.
+    """
+    if error.code != USAGE_LIMIT:
+        return {}
+    headers = {f"{UNIFIED}status": "rejected"}
+    if error.resets_at is not None:
+        headers[f"{UNIFIED}reset"] = str(error.resets_at)
+    return headers
 
 
 def anthropic_error(error: APIError) -> tuple[int, dict]:

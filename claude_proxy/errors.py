@@ -25,6 +25,7 @@ class APIError(Exception):
     code: str | None = None
     param: str | None = None
     retry_after: int | None = None
+    resets_at: int | None = None  # a spent usage window's reset (unix seconds), when known
 
     def to_json(self) -> dict:
         return {
@@ -71,6 +72,19 @@ THIRD_PARTY_REFUSED = (
     "you accept paying for it, or report it: the proxy runs the official Claude Code CLI."
 )
 
+# The API's refusal of a conversation over the model's context window. The CLI
+# says only "Prompt is too long" (the API's words, with the token counts, stay
+# inside it); clients key on the words (Claude Code compacts on them) or on
+# OpenAI's code context_length_exceeded (the openai SDKs, Codex).
+TOO_LONG = "prompt is too long"
+PROMPT_TOO_LONG = (f"{TOO_LONG}: the conversation is over the model's context window. "
+                   "Compact or shorten it and retry.")
+# The API's own refusals of a request (its statuses and types); the CLI passes
+# the API's message on as "API Error: 400 <message>".
+_INVALID_STATUSES = (400, 413, 422)
+_INVALID_TYPES = ("invalid_request_error", "request_too_large")
+_API_PREFIX = re.compile(r"^api error: \d{3} ", re.IGNORECASE)
+
 # How much of the CLI's own words a client may see: enough to act on, not a dump.
 EXCERPT_CHARS = 300
 
@@ -98,13 +112,28 @@ def excerpt(text: str) -> str:
     return flat
 
 
+def context_overflow() -> APIError:
+    return APIError(400, PROMPT_TOO_LONG, "invalid_request_error", "context_length_exceeded")
+
+
+def refused_request(text: str, api_status: int | None) -> APIError:
+    """The API's refusal of the request itself: its status and its own words, not a 5xx."""
+    if TOO_LONG in text.lower():
+        return context_overflow()
+    status = api_status if api_status in _INVALID_STATUSES else 400
+    return APIError(status, _API_PREFIX.sub("", text.strip(), count=1) or text,
+                    "invalid_request_error",
+                    "request_too_large" if status == 413 else "invalid_request")
+
+
 def classify_cli_error(text: str, api_status: int | None, now: float,
-                       resets_at: int | None = None, retry_after: int | None = None) -> APIError:
+                       resets_at: int | None = None, retry_after: int | None = None,
+                       api_type: str = "") -> APIError:
     """
-    Map the text of an error result (and the API status the CLI reports) to the
-    error a client should get. `resets_at` is when a rejected subscription
-    limit resets (unix seconds), from the CLI's rate_limit_event; `retry_after`
-    the API's own wait for a 429, as the CLI's retries were told it.
+    Map the text of an error result (and the API status and error type the CLI
+    reports) to the error a client should get. `resets_at` is when a rejected
+    subscription limit resets (unix seconds), from the CLI's rate_limit_event;
+    `retry_after` the API's own wait for a 429, as the CLI's retries were told it.
     """
     lowered = text.lower()
     shown = excerpt(text)
@@ -117,6 +146,8 @@ def classify_cli_error(text: str, api_status: int | None, now: float,
     if api_status in (401, 403) or any(h in lowered for h in _LOGIN_HINTS):
         return APIError(503, f"{NOT_LOGGED_IN} (CLI said: {shown})", "server_error",
                         "cli_not_logged_in")
+    if api_status in _INVALID_STATUSES or api_type in _INVALID_TYPES:
+        return refused_request(text, api_status)
     usage = resets_at is not None or any(h in lowered for h in _USAGE_HINTS)
     if api_status == 429 or usage or any(h in lowered for h in _LIMIT_HINTS):
         when = ""
@@ -133,7 +164,7 @@ def classify_cli_error(text: str, api_status: int | None, now: float,
             f"Claude {'usage' if usage else 'rate'} limit reached.{when} (CLI said: {shown})",
             "rate_limit_error",
             "usage_limit_reached" if usage else "rate_limit_exceeded",
-            retry_after=wait,
+            retry_after=wait, resets_at=resets_at,
         )
     if api_status in (503, 529) or any(h in lowered for h in _OVERLOAD_HINTS):
         return APIError(503, f"Claude is overloaded; try again shortly. (CLI said: {shown})",

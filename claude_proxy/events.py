@@ -170,6 +170,7 @@ class Result:
     api_error_status: int | None
     usage: Usage
     structured_output: Any = None
+    api_error_type: str = ""  # the API's error type ("invalid_request_error", ...)
 
 
 @frozen
@@ -249,6 +250,7 @@ def parse_line(line: bytes) -> Event | None:
             api_error_status=status if isinstance(status, int) else None,
             usage=Usage.from_cli(obj.get("usage")),
             structured_output=obj.get("structured_output"),
+            api_error_type=_str(obj.get("api_error_type")),
         )
     if kind == "rate_limit_event":
         info = obj.get("rate_limit_info")

@@ -21,7 +21,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from claude_proxy.auth import INVALID_KEY, KeyRing, presented_key
-from claude_proxy.error_shapes import shaped_error
+from claude_proxy.error_shapes import shaped_error, speaks_anthropic
 from claude_proxy.errors import APIError
 from claude_proxy.history import History, record_of
 from claude_proxy.metrics import Metrics
@@ -160,6 +160,9 @@ class Gate(Resource):
         exchange = Exchange(uuid.uuid4().hex, self.clock.seconds())
         request.exchange = exchange
         request.setHeader(b"x-request-id", exchange.request_id.encode())
+        if speaks_anthropic(request.path, request.getHeader(b"anthropic-version")):
+            # Anthropic's name for it: the anthropic SDK's `_request_id`, shown by Claude Code.
+            request.setHeader(b"request-id", exchange.request_id.encode())
         request.notifyFinish().addBoth(self._finished, request)
 
         refusal = path_refusal(request.path)
@@ -178,7 +181,7 @@ class Gate(Resource):
                 return _error(request, origin_refused(origin))
             request.setHeader(b"access-control-allow-origin", raw_origin)
             request.setHeader(b"vary", b"Origin")
-            request.setHeader(b"access-control-expose-headers", b"x-request-id, retry-after")
+            request.setHeader(b"access-control-expose-headers", b"x-request-id, request-id, retry-after")
             if request.method == b"OPTIONS":
                 return self._preflight(request)
 

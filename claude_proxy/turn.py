@@ -211,7 +211,7 @@ class Turn:
         if event.is_error:
             self._report_error(classify_cli_error(
                 event.text, event.api_error_status, self.context.reactor.seconds(),
-                self._resets_at, self._retry_after))
+                self._resets_at, self._retry_after, event.api_error_type))
         else:
             # The writer reports delivery (delivered()) as it takes the ending.
             self._ending(lambda c: c.cli_finished(event))

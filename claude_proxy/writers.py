@@ -69,6 +69,9 @@ class Encoder(Protocol):
     def failure(self, error: APIError) -> bytes:
         """A stream's last events when it fails after the response was committed."""
 
+    def streams_failure(self, error: APIError) -> bool:
+        """Whether a failure before the stream began still goes out as a stream, not a status."""
+
     def heartbeat(self) -> bytes:
         """Bytes to send while the CLI is silent."""
 
@@ -263,9 +266,10 @@ class StreamWriter(_Ending):
             return
         self.error = error
         self._stop()
-        if not self.committed:
+        if not self.committed and not self.encoder.streams_failure(error):
             self.done.errback(error)
             return
+        self._commit()
         self._close(self.encoder.failure(error))
 
     def _close(self, data: bytes) -> None:

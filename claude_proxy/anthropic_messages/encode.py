@@ -151,5 +151,8 @@ class MessagesEncoder:
     def failure(self, error: APIError) -> bytes:
         return self._event(anthropic_error(error)[1])
 
+    def streams_failure(self, error: APIError) -> bool:
+        return False
+
     def heartbeat(self) -> bytes:
         return PING

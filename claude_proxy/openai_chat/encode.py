@@ -132,5 +132,8 @@ class ChatEncoder:
     def failure(self, error: APIError) -> bytes:
         return self._send(openai_error(error)[1]) + DONE
 
+    def streams_failure(self, error: APIError) -> bool:
+        return False
+
     def heartbeat(self) -> bytes:
         return KEEP_ALIVE

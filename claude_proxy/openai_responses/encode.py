@@ -120,17 +120,24 @@ def final_response(shape: Shape, answer: Answer) -> dict:
     return response_json(shape, status, outputs(shape, answer), answer.usage, incomplete)
 
 
+RATE_LIMITED = "rate_limit_exceeded"
+# The API's code for a context overflow, which Codex and the openai SDKs act on
+# (the SDK's ResponseError type does not list it, the API sends it).
+CONTEXT_OVERFLOW = "context_length_exceeded"
+
+
 def error_json(error: APIError) -> dict:
     """
     A failure as a response's `error`: its code is one of OpenAI's few (the
     proxy's own code stays in `type`'s company, in the message); a known wait
     is said as OpenAI says it, which Codex reads as its retry delay.
     """
-    limited = error.status == 429
+    code = CONTEXT_OVERFLOW if error.code == CONTEXT_OVERFLOW else \
+        RATE_LIMITED if error.status == 429 else "server_error"
     message = error.message
-    if limited and error.retry_after is not None:
+    if code == RATE_LIMITED and error.retry_after is not None:
         message += f" Please try again in {error.retry_after}s."
-    return {"code": "rate_limit_exceeded" if limited else "server_error",
+    return {"code": code,
             "message": f"{message} ({error.code})" if error.code else message,
             "type": error.type, "param": error.param}
 
@@ -283,6 +290,11 @@ class ResponsesEncoder:
     def failure(self, error: APIError) -> bytes:
         # Codex and the openai SDK both end a stream on response.failed and read its error.
         return self._event("response.failed", response=failed_response(self.shape, error))
+
+    def streams_failure(self, error: APIError) -> bool:
+        # Codex waits the "try again in N s" of a rate_limit_exceeded response.failed and
+        # retries (stream_max_retries); an HTTP 429 it never retries.
+        return error.code == RATE_LIMITED
 
     def heartbeat(self) -> bytes:
         return KEEP_ALIVE
