@@ -151,6 +151,11 @@ class ProxyAPI:
                                             self.accounts, logins, load_of(self.runner),
                                             self.history))
 
+    @app.route("/api/hello", methods=["HEAD"])
+    def preconnect(self, request: IRequest) -> bytes:
+        """Claude Code's preconnect (its preflight, HEAD /, is the status page's HEAD)."""
+        return b""
+
     @app.route("/metrics", methods=["GET"])
     def prometheus(self, request: IRequest) -> bytes:
         request.setHeader(b"content-type", CONTENT_TYPE.encode())

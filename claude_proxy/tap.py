@@ -98,7 +98,8 @@ class Options(usage.Options):
         "logged-in Claude Code CLI; with GET /v1/models and /v1/models/ID (the models), "
         "/v1/usage (each account's quota), /health (the CLI and its login; no key needed) and "
         "/metrics (Prometheus); and a status page for a browser at / (its files "
-        "/status/page.css and /status/page.js, its data /status/data)."
+        "/status/page.css and /status/page.js, its data /status/data). HEAD / and HEAD "
+        "/api/hello answer 200 (Claude Code's preflight and preconnect)."
     )
 
     optFlags = [

@@ -126,6 +126,12 @@ def test_health_and_models(proxy):
     assert json.loads(result(treq.content(missing)))["error"]["code"] == "model_not_found"
 
 
+@pytest.mark.parametrize("path", ["/", "/api/hello"])
+def test_claude_codes_probes_are_answered(proxy, path):
+    _, _, treq = proxy
+    assert result(treq.head("http://proxy" + path)).code == 200
+
+
 @pytest.mark.parametrize("method, path, status", [
     ("get", "/nowhere", 404), ("get", "/v1/chat/completions", 405),
     ("post", "/v1/models", 405), ("delete", "/health", 405),

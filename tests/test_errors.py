@@ -1,6 +1,9 @@
 import pytest
 
-from claude_proxy.errors import CANNOT_RUN, EXCERPT_CHARS, classify_cli_error, classify_exit, excerpt
+from claude_proxy.error_shapes import openai_error, unified_headers
+from claude_proxy.errors import (
+    CANNOT_RUN, EXCERPT_CHARS, APIError, classify_cli_error, classify_exit, excerpt,
+)
 
 from tests.fakes import sample_json
 
@@ -128,3 +131,49 @@ def test_a_cli_the_wrapper_cannot_run_is_unavailable():
     error = classify_exit(127, None, f"{CANNOT_RUN} /opt/claude: No such file or directory\n", 0)
     assert (error.status, error.code) == (503, "cli_unavailable")
     assert error.message == "The Claude Code CLI at /opt/claude cannot run: No such file or directory"
+
+
+def test_real_context_overflow_is_the_apis_400():
+    result = result_of("cli-2.1.330/error-400-prompt-too-long.jsonl")
+    error = classify_cli_error(result["result"], result["api_error_status"], NOW,
+                               api_type=result["api_error_type"])
+    assert (error.status, error.type, error.code) == (400, "invalid_request_error",
+                                                      "context_length_exceeded")
+    # Claude Code compacts its conversation on these words.
+    assert error.message.startswith("prompt is too long")
+
+
+def test_real_invalid_request_is_a_400_with_the_apis_words():
+    result = result_of("cli-2.1.330/error-400-invalid-request.jsonl")
+    error = classify_cli_error(result["result"], result["api_error_status"], NOW,
+                               api_type=result["api_error_type"])
+    assert (error.status, error.type, error.code) == (400, "invalid_request_error",
+                                                      "invalid_request")
+    assert error.message == ("max_tokens: 100000 > 64000, which is the maximum allowed number "
+                             "of output tokens for claude-sonnet-5-5")
+
+
+def test_a_413_of_the_api_stays_a_413():
+    error = classify_cli_error("Request too large (max 32MB).", 413, NOW,
+                               api_type="request_too_large")
+    assert (error.status, error.code) == (413, "request_too_large")
+
+
+def test_usage_limit_carries_its_reset():
+    error = classify_cli_error("You've hit your 5-hour limit", 429, NOW, int(NOW) + 600)
+    assert (error.resets_at, error.retry_after) == (int(NOW) + 600, 600)
+
+
+def test_usage_limit_in_openais_shape_is_chatgpts():
+    error = APIError(429, "Limit.", "rate_limit_error", "usage_limit_reached", retry_after=600,
+                     resets_at=int(NOW) + 600)
+    status, body = openai_error(error)
+    assert status == 429
+    # What Codex parses to say "You've hit your usage limit. Try again at …".
+    assert body["error"]["type"] == "usage_limit_reached"
+    assert (body["error"]["resets_at"], body["error"]["resets_in_seconds"]) == (int(NOW) + 600, 600)
+    assert unified_headers(error) == {"anthropic-ratelimit-unified-status": "rejected",
+                                      "anthropic-ratelimit-unified-reset": str(int(NOW) + 600)}
+    short = APIError(429, "Slow down.", "rate_limit_error", "rate_limit_exceeded", retry_after=5)
+    assert openai_error(short)[1]["error"]["type"] == "rate_limit_error"
+    assert unified_headers(short) == {}

@@ -184,3 +184,17 @@ def test_each_front_door_has_its_own_endpoint_label():
                                      b"/v1/responses/resp_1", b"/v1/messages",
                                      b"/v1/messages/count_tokens", b"/v1/usage", b"/v1/nope")] == [
         "chat_completions", "responses", "response", "messages", "count_tokens", "usage", "other"]
+
+
+@pytest.mark.parametrize("request_line, anthropic", [
+    (b"GET /v1/messages/x HTTP/1.1\r\nhost: localhost\r\n", True),
+    (b"GET /v1/models HTTP/1.1\r\nhost: localhost\r\nanthropic-version: 2023-06-01\r\n", True),
+    (b"GET /v1/models HTTP/1.1\r\nhost: localhost\r\n", False),
+])
+def test_anthropic_requests_get_anthropics_request_id_header(site, request_line, anthropic):
+    _, transport = send(site, request_line + b"\r\n")
+    head = transport.value().split(b"\r\n\r\n")[0].lower().split(b"\r\n")
+    [ours] = [h for h in head if h.startswith(b"x-request-id: ")]
+    theirs = [h for h in head if h.startswith(b"request-id: ")]
+    # The same id as the access log's (x-request-id), under Anthropic's name.
+    assert theirs == ([b"request-id: " + ours.split(b": ")[1]] if anthropic else [])

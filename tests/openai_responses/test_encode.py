@@ -164,6 +164,19 @@ def test_stream_incomplete_and_failed():
     assert failed["response"]["error"]["code"] == "server_error"
 
 
+def test_a_context_overflow_in_a_stream_has_the_apis_code():
+    encoder = ResponsesEncoder(shape())
+    error = APIError(400, "prompt is too long: …", "invalid_request_error", "context_length_exceeded")
+    data = encoder.opening(Answer()) + encoder.failure(error)
+    failed = json.loads(data.split(b"\n\n")[-2].split(b"\n")[1][len(b"data: "):])
+    # Codex reads this code as "ran out of room in the model's context window"; the
+    # openai SDK's ResponseError type does not list it, so it is not validated here.
+    assert failed["response"]["error"]["code"] == "context_length_exceeded"
+    assert encoder.streams_failure(error) is False
+    limited = APIError(429, "Slow.", "rate_limit_error", "rate_limit_exceeded", retry_after=3)
+    assert encoder.streams_failure(limited) is True
+
+
 def test_deleted_and_heartbeat():
     assert deleted("resp_1") == {"id": "resp_1", "object": "response", "deleted": True}
     assert ResponsesEncoder(shape()).heartbeat().startswith(b":")
