@@ -12,7 +12,7 @@ import time
 import pytest
 import pytest_twisted
 
-from tests.integration.conftest import login
+from tests.integration.daemons import login
 from tests.integration.test_accounts import bodies
 from tests.streams import named_events
 

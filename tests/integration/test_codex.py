@@ -8,6 +8,7 @@ tests/install-node-client.sh installs it; tox points CLAUDE_PROXY_TEST_CODEX at 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 
 from tests.integration.daemons import node_client
+from tests.integration.test_api_refusals import TOO_LONG, subscription  # noqa: F401 (a fixture)
 from tests.integration.test_fidelity import api_messages
 
 # The provider config docs/clients.md documents.
@@ -57,11 +59,12 @@ class Run(ProcessProtocol):
         self.ended.callback(reason.value.exitCode)
 
 
-async def run_codex(daemon, tmp_path: Path, prompt: str,
-                    resume: bool = False) -> tuple[list[dict], Path]:
+async def run_codex(daemon, tmp_path: Path, prompt: str, resume: bool = False,
+                    ok: bool = True) -> tuple[list[dict], Path]:
     """
     One `codex exec --json` turn in a scratch directory (with `resume`, the next turn of
-    its last session there); its JSON events and the directory.
+    its last session there); its JSON events and the directory. `ok`: whether the turn
+    must succeed (else it must fail).
     """
     codex = node_client("CLAUDE_PROXY_TEST_CODEX", "codex")
     codex_home = tmp_path / "codex-home"
@@ -82,7 +85,7 @@ async def run_codex(daemon, tmp_path: Path, prompt: str,
                           "--dangerously-bypass-approvals-and-sandbox", prompt],
                          env=env, path=str(work))
     code = await run.ended
-    assert code == 0, (run.out.decode()[-3000:], run.err.decode()[-3000:])
+    assert (code == 0) == ok, (run.out.decode()[-3000:], run.err.decode()[-3000:])
     lines = run.out.decode().splitlines()
     return [json.loads(line) for line in lines if line.startswith("{")], work
 
@@ -146,3 +149,27 @@ async def test_a_codex_task_and_its_follow_up_run_in_one_cli(daemon, mock_api, t
     assert "one\\ntwo" in json.dumps(result["content"])
     sessions = daemon.runner.sessions
     assert sessions.continued == 4 and not sessions.fallbacks
+
+
+def turn_failure(events: list[dict]) -> str:
+    [failed] = [e for e in events if e.get("type") == "turn.failed"]
+    return failed["error"]["message"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_codex_is_told_of_a_context_overflow(daemon, mock_api, tmp_path):
+    events, _ = await run_codex(daemon, tmp_path, f"Go on. {TOO_LONG}", ok=False)
+    # As against OpenAI's API: Codex's own words for context_length_exceeded.
+    assert "ran out of room in the model's context window" in turn_failure(events)
+    assert len(mock_api.requests) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_codex_names_a_usage_limit_and_its_reset(start_daemon, mock_api, subscription,
+                                                       tmp_path):
+    daemon = start_daemon(api_key=False)
+    reset = int(time.time()) + 7200
+    limit = f"[[mock:error status=429 unified_reset={reset} unified_claim=five_hour]]"
+    events, _ = await run_codex(daemon, tmp_path, f"Hello. {limit}", ok=False)
+    message = turn_failure(events)
+    assert message.startswith("You\u2019ve hit your usage limit. Try again at "), message
