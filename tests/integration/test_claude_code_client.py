@@ -18,6 +18,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 
+from tests.integration.test_api_refusals import TOO_LONG
 from tests.integration.test_fidelity import settled
 
 CLIENT_TIMEOUT = 90.0
@@ -46,7 +47,8 @@ def client_env(root: Path, daemon_url: str) -> dict[str, str]:
     }
 
 
-async def run_client(cli: str, root: Path, daemon_url: str, prompt: str, *args: str) -> dict:
+async def run_client(cli: str, root: Path, daemon_url: str, prompt: str, *args: str,
+                     ok: bool = True) -> dict:
     work = root / "work"
     work.mkdir(parents=True, exist_ok=True)
     d = getProcessOutputAndValue(
@@ -54,7 +56,7 @@ async def run_client(cli: str, root: Path, daemon_url: str, prompt: str, *args: 
         env=client_env(root, daemon_url), path=str(work))
     d.addTimeout(CLIENT_TIMEOUT, reactor)
     out, err, code = await d
-    assert code == 0, (out, err)
+    assert (code == 0) == ok, (out, err)
     return json.loads(out)
 
 
@@ -125,3 +127,16 @@ async def test_a_claude_code_task_and_its_follow_up_run_in_one_cli(daemon, mock_
     assert "two" in json.dumps(read["content"])
     sessions = daemon.runner.sessions
     assert sessions.continued == 4 and not sessions.fallbacks
+
+
+@pytest_twisted.ensureDeferred
+async def test_claude_code_reads_a_context_overflow_as_the_apis(daemon, mock_api, cli_path,
+                                                                tmp_path):
+    result = await run_client(cli_path, tmp_path / "client", daemon.url, f"go on {TOO_LONG}",
+                              ok=False)
+    # Its own reaction to the API's "prompt is too long" (a one-exchange conversation has
+    # nothing to compact; a longer one it would compact and send again).
+    assert result["terminal_reason"] == "prompt_too_long", result
+    assert result["result"].startswith("Prompt is too long"), result
+    await settled(daemon)
+    assert len(mock_api.requests) == 1
