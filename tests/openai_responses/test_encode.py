@@ -168,7 +168,7 @@ def test_a_context_overflow_in_a_stream_has_the_apis_code():
     encoder = ResponsesEncoder(shape())
     error = APIError(400, "prompt is too long: …", "invalid_request_error", "context_length_exceeded")
     data = encoder.opening(Answer()) + encoder.failure(error)
-    failed = json.loads(data.split(b"\n\n")[-2].split(b"\n")[1][len(b"data: "):])
+    failed = named_events(data)[-1]
     # Codex reads this code as "ran out of room in the model's context window"; the
     # openai SDK's ResponseError type does not list it, so it is not validated here.
     assert failed["response"]["error"]["code"] == "context_length_exceeded"
