@@ -60,16 +60,16 @@ class Run(ProcessProtocol):
 
 
 async def run_codex(daemon, tmp_path: Path, prompt: str, resume: bool = False,
-                    ok: bool = True) -> tuple[list[dict], Path]:
+                    ok: bool = True, config: str = "") -> tuple[list[dict], Path]:
     """
     One `codex exec --json` turn in a scratch directory (with `resume`, the next turn of
     its last session there); its JSON events and the directory. `ok`: whether the turn
-    must succeed (else it must fail).
+    must succeed (else it must fail). `config`: top-level keys added to the config.
     """
     codex = node_client("CLAUDE_PROXY_TEST_CODEX", "codex")
     codex_home = tmp_path / "codex-home"
     codex_home.mkdir(exist_ok=True)
-    (codex_home / "config.toml").write_text(CONFIG.format(base_url=daemon.url))
+    (codex_home / "config.toml").write_text(config + CONFIG.format(base_url=daemon.url))
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
     env = {
@@ -173,3 +173,19 @@ async def test_codex_names_a_usage_limit_and_its_reset(start_daemon, mock_api, s
     events, _ = await run_codex(daemon, tmp_path, f"Hello. {limit}", ok=False)
     message = turn_failure(events)
     assert message.startswith("You\u2019ve hit your usage limit. Try again at "), message
+
+
+@pytest_twisted.ensureDeferred
+async def test_codex_compacts_at_the_threshold_its_config_gives(daemon, mock_api, tmp_path):
+    # docs/clients.md: Claude's window and a compaction threshold for Codex. A tiny threshold
+    # here, so that the mock's usage figures pass it after one turn.
+    limits = "model_context_window = 200000\nmodel_auto_compact_token_limit = 10\n"
+    await run_codex(daemon, tmp_path, "First question.", config=limits)
+    events, _ = await run_codex(daemon, tmp_path, "Second question.", resume=True, config=limits)
+    assert final_message(events).startswith("MOCK REPLY to:")
+    first, compaction, second = mock_api.requests
+    # Codex compacts itself, with an ordinary request through the daemon; the next turn
+    # carries its summary (what the model answered to that request) and the new question.
+    assert "CONTEXT CHECKPOINT COMPACTION" in json.dumps(api_messages(compaction)[-1])
+    assert "MOCK REPLY to: You are performing a CONTEXT CHECKPOINT COMPACTION" in json.dumps(
+        api_messages(second)) and "Second question." in json.dumps(api_messages(second)[-1])
