@@ -29,15 +29,17 @@ from claude_proxy.events import RateLimit
 from claude_proxy.gate import exchange_of
 from claude_proxy.history import History
 from claude_proxy.live import continuation
+from claude_proxy.live_sessions import SessionsSnapshot
 from claude_proxy.metrics import CONTENT_TYPE, Metrics
 from claude_proxy.models import model_list, model_object, resolve
 from claude_proxy.anthropic_messages.door import MessagesDoor
 from claude_proxy.openai_chat.door import ChatDoor
 from claude_proxy.openai_responses.door import ResponsesDoor
 from claude_proxy.plan import CLISettings, build_plan
+from claude_proxy.pool import PoolSnapshot
 from claude_proxy.runner import Runner
 from claude_proxy.status import page
-from claude_proxy.status.snapshot import load_of, snapshot
+from claude_proxy.status.snapshot import snapshot
 from claude_proxy.writers import HEARTBEAT_SECONDS, HOLD_HEADERS_SECONDS, BufferedWriter, StreamWriter
 
 log = Logger()
@@ -57,6 +59,21 @@ def _set_headers(request: IRequest, headers: dict[str, str]) -> None:
 def _anthropic(request: IRequest) -> bool:
     """The anthropic SDK and Claude Code send this header; OpenAI clients do not."""
     return request.getHeader(b"anthropic-version") is not None
+
+
+def _warm(pool: PoolSnapshot | None) -> dict:
+    if pool is None:
+        return {"size": 0}
+    return {"size": pool.size, "waiting": pool.waiting, "ready": pool.ready,
+            "hits": pool.hits, "misses": pool.misses}
+
+
+def _sessions(sessions: SessionsSnapshot | None) -> dict:
+    if sessions is None:
+        return {"size": 0}
+    return {"size": sessions.size, "ttl_seconds": sessions.ttl, "live": sessions.live,
+            "waiting_for_tools": sessions.waiting_for_tools, "continued": sessions.continued,
+            "fallbacks": dict(sessions.fallbacks), "ended": dict(sessions.ended)}
 
 
 @define(slots=False)
@@ -92,14 +109,15 @@ class ProxyAPI:
     async def health(self, request: IRequest) -> bytes:
         health = await self.probe.check()
         status, ok = health.status, health.ok
+        load = self.runner.snapshot()
         body = {
             "status": status,
             "cli": {"path": health.path, "version": health.version, "error": health.error},
             "login": health.login,
-            "in_flight": self.runner.in_flight,
-            "queued": self.runner.waiting,
-            "warm": self._warm(),
-            "sessions": self._sessions(),
+            "in_flight": load.running,
+            "queued": load.queued,
+            "warm": _warm(load.warm),
+            "sessions": _sessions(load.sessions),
             "uptime_seconds": round(self.clock.seconds() - self.started, 1),
         }
         if self.logins:
@@ -113,22 +131,6 @@ class ProxyAPI:
             body["accounts"] = [{"account": name, "status": h.status, "login": h.login,
                                  "skipped": skipped[name]} for name, h in logins.items()]
         return _json(request, 200 if ok else 503, body)
-
-    def _warm(self) -> dict:
-        pool = self.runner.pool
-        if pool is None:
-            return {"size": 0}
-        return {"size": pool.size, "waiting": pool.count, "ready": pool.ready_count(),
-                "hits": pool.hits, "misses": pool.misses}
-
-    def _sessions(self) -> dict:
-        sessions = self.runner.sessions
-        if sessions is None:
-            return {"size": 0}
-        return {"size": sessions.size, "ttl_seconds": sessions.ttl, "live": sessions.count,
-                "waiting_for_tools": sessions.waiting_for_tools,
-                "continued": sessions.continued, "fallbacks": dict(sessions.fallbacks),
-                "ended": dict(sessions.ended)}
 
     @app.route("/", methods=["GET"])
     def status_page(self, request: IRequest) -> bytes:
@@ -148,7 +150,7 @@ class ProxyAPI:
         logins = {name: await probe.check() for name, probe in probes.items()}
         request.setHeader(b"cache-control", b"no-store")
         return _json(request, 200, snapshot(self.clock.seconds(), self.started, __version__,
-                                            self.accounts, logins, load_of(self.runner),
+                                            self.accounts, logins, self.runner.snapshot(),
                                             self.history))
 
     @app.route("/api/hello", methods=["HEAD"])

@@ -13,8 +13,9 @@ while it runs a turn, so a busy session is never shared.
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
+from collections.abc import Mapping
 
-from attrs import define, field
+from attrs import define, field, frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
@@ -59,14 +60,27 @@ class _Parked:
     ttl: IDelayedCall
 
 
+@frozen
+class SessionsSnapshot:
+    """The live sessions at one moment: what /health, /metrics and the status page read."""
+
+    size: int
+    ttl: float
+    live: int  # sessions kept now
+    waiting_for_tools: int  # of them, those whose turn waits on the client's tool results
+    continued: int  # requests that continued a live session
+    fallbacks: Mapping[str, int]  # requests with history that did not, by why
+    ended: Mapping[str, int]  # sessions let go, by why: ttl, lru, room, stopping, exited
+
+
 @define(eq=False)
 class LiveSessions:
     reactor: ProcessReactor
     size: int = 3
     ttl: float = 600.0
-    continued: int = 0  # requests that continued a live session
-    fallbacks: Counter[str] = field(factory=Counter)  # requests with history that did not, by why
-    ended: Counter[str] = field(factory=Counter)  # sessions let go, by why: ttl, lru, room, exited
+    _continued: int = field(default=0, init=False)
+    _fallbacks: Counter[str] = field(factory=Counter, init=False)
+    _ended: Counter[str] = field(factory=Counter, init=False)
     _parked: OrderedDict[CLISession, _Parked] = field(factory=OrderedDict)  # least recent first
     _dying: set[CLISession] = field(factory=set)
     _stopping: bool = False
@@ -75,9 +89,10 @@ class LiveSessions:
     def count(self) -> int:
         return len(self._parked)
 
-    @property
-    def waiting_for_tools(self) -> int:
-        return sum(s.state == TOOLS for s in self._parked)
+    def snapshot(self) -> SessionsSnapshot:
+        return SessionsSnapshot(self.size, self.ttl, self.count,
+                                sum(s.state == TOOLS for s in self._parked), self._continued,
+                                dict(self._fallbacks), dict(self._ended))
 
     def park(self, session: CLISession, shape: tuple[tuple[str, str], ...],
              conversation: str) -> None:
@@ -101,7 +116,7 @@ class LiveSessions:
         for session in reversed(shaped):  # the most recent first
             if session.state == IDLE or _held_for(session, turn) is None:
                 self._release(session)
-                self.continued += 1
+                self._continued += 1
                 return session
         if shaped:
             why = _held_for(shaped[-1], turn) or TOOL_RESULTS
@@ -109,7 +124,7 @@ class LiveSessions:
             why = _changed(self._parked[found[-1]].shape, turn.shape)
         else:
             why = NO_SESSION
-        self.fallbacks[why] += 1
+        self._fallbacks[why] += 1
         return None
 
     def evict_one(self) -> bool:
@@ -138,7 +153,7 @@ class LiveSessions:
     def _end(self, session: CLISession, why: str) -> None:
         if session in self._parked:
             self._release(session)
-        self.ended[why] += 1
+        self._ended[why] += 1
         if session.state != ENDED:
             self._dying.add(session)
             session.exited.addBoth(lambda _: self._dying.discard(session))
@@ -148,4 +163,4 @@ class LiveSessions:
         if session in self._parked:
             log.info("A live CLI session exited while it waited (pid gone); it is dropped")
             self._release(session)
-            self.ended["exited"] += 1
+            self._ended["exited"] += 1

@@ -9,12 +9,12 @@ from typing import Any, Protocol
 
 from attrs import define, field
 from prometheus_client import (
-    CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest,
+    CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from claude_proxy.accounts import Accounts
-from claude_proxy.live_sessions import LiveSessions
+from claude_proxy.runner import RunnerSnapshot
 
 # Seconds: a cold CLI answers in ~0.5 s; agents' turns run to minutes.
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -26,7 +26,7 @@ MAX_MODEL_LABELS = 32
 
 @define
 class Metrics:
-    runner: Any  # in_flight and waiting are read at scrape time
+    runner: LoadSource  # its snapshot is read at scrape time
     accounts: Accounts = field(factory=Accounts)  # quota, read at scrape time
     registry: CollectorRegistry = field(factory=CollectorRegistry)
     requests: Counter = field(init=False)
@@ -50,20 +50,8 @@ class Metrics:
                               ["model", "direction"], registry=r)
         self.failures = Counter("claude_proxy_cli_failures", "CLI runs that failed, by kind.",
                                 ["kind"], registry=r)
-        Gauge("claude_proxy_cli_processes", "CLI processes running now.",
-              registry=r).set_function(lambda: self.runner.in_flight)
-        Gauge("claude_proxy_queue_depth", "Requests waiting for a free CLI process.",
-              registry=r).set_function(lambda: self.runner.waiting)
-        Gauge("claude_proxy_warm_processes", "CLI processes started ahead of time, waiting.",
-              registry=r).set_function(lambda: self.runner.pool.count if self.runner.pool else 0)
-        Gauge("claude_proxy_live_sessions", "CLI sessions kept with their conversation, waiting "
-              "for its next request.", registry=r).set_function(
-            lambda: self.runner.sessions.count if self.runner.sessions else 0)
-        Gauge("claude_proxy_live_sessions_waiting_for_tools", "Live sessions whose turn waits "
-              "on the client's tool results.", registry=r).set_function(
-            lambda: self.runner.sessions.waiting_for_tools if self.runner.sessions else 0)
+        r.register(_Load(self.runner))
         r.register(_Quota(self.accounts))
-        r.register(_Sessions(self.runner))
 
     def _model(self, model: str) -> str:
         if model not in self._models and len(self._models) < MAX_MODEL_LABELS:
@@ -88,34 +76,52 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class SessionsSource(Protocol):
-    """What the sessions' metrics read (the Runner)."""
+class LoadSource(Protocol):
+    """What the load's metrics read (the Runner)."""
 
-    @property
-    def sessions(self) -> LiveSessions | None: ...
+    def snapshot(self) -> RunnerSnapshot: ...
 
 
 @define(eq=False)  # hashable: the registry keeps collectors in a dict
-class _Sessions:
-    """Continuations and fallbacks by why (a collector: read at scrape time)."""
+class _Load:
+    """
+    The processes, the queue, the warm pool and the live sessions, from one
+    snapshot of the runner's per scrape (a collector: read at scrape time).
+    """
 
-    runner: SessionsSource
+    runner: LoadSource
 
     def collect(self) -> Any:
+        load = self.runner.snapshot()
+        warm, sessions = load.warm, load.sessions
+
         continued = CounterMetricFamily(
-            "claude_proxy_session_continuations", "Requests that continued a live CLI session.")
+            "claude_proxy_session_continuations", "Requests that continued a live CLI session.",
+            value=sessions.continued if sessions else 0)
         fallbacks = CounterMetricFamily(
             "claude_proxy_session_fallbacks", "Requests with history that started a CLI and "
             "replayed it instead, by why.", labels=["reason"])
         ended = CounterMetricFamily("claude_proxy_sessions_ended",
                                     "Live sessions let go, by why.", labels=["reason"])
-        sessions = self.runner.sessions
-        continued.add_metric([], sessions.continued if sessions else 0)
         for why, count in (sessions.fallbacks.items() if sessions else ()):
             fallbacks.add_metric([why], count)
         for why, count in (sessions.ended.items() if sessions else ()):
             ended.add_metric([why], count)
-        return [continued, fallbacks, ended]
+        return [
+            GaugeMetricFamily("claude_proxy_cli_processes", "CLI processes running now.",
+                              value=load.running),
+            GaugeMetricFamily("claude_proxy_queue_depth", "Requests waiting for a free CLI "
+                              "process.", value=load.queued),
+            GaugeMetricFamily("claude_proxy_warm_processes", "CLI processes started ahead of "
+                              "time, waiting.", value=warm.waiting if warm else 0),
+            GaugeMetricFamily("claude_proxy_live_sessions", "CLI sessions kept with their "
+                              "conversation, waiting for its next request.",
+                              value=sessions.live if sessions else 0),
+            GaugeMetricFamily("claude_proxy_live_sessions_waiting_for_tools", "Live sessions "
+                              "whose turn waits on the client's tool results.",
+                              value=sessions.waiting_for_tools if sessions else 0),
+            continued, fallbacks, ended,
+        ]
 
 
 @define(eq=False)  # hashable: the registry keeps collectors in a dict

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from attrs import define, field
+from attrs import define, field, frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
@@ -28,6 +28,17 @@ FORGET_AFTER = 3600.0
 # A shape is warmed once it has come this often: a client whose every request differs
 # (a dated system prompt) would otherwise have a process started and killed unused each time.
 MIN_REPEATS = 2
+
+
+@frozen
+class PoolSnapshot:
+    """The pool at one moment: what /health, /metrics and the status page read."""
+
+    size: int
+    waiting: int  # pre-started processes, ready or still starting
+    ready: int  # initialized, waiting on stdin
+    hits: int  # requests that took a pre-started process
+    misses: int  # requests that found none of their shape
 
 
 @define(eq=False)
@@ -50,15 +61,16 @@ class WarmPool:
     _shapes: OrderedDict[str, tuple[RunPlan, float, int]] = field(factory=OrderedDict)
     _dying: set[CLISession] = field(factory=set)  # killed, not yet reaped
     _stopping: bool = False
-    hits: int = 0  # requests that took a pre-started process
-    misses: int = 0  # requests that found none of their shape
+    _hits: int = field(default=0, init=False)
+    _misses: int = field(default=0, init=False)
 
     @property
     def count(self) -> int:
         return len(self._waiting)
 
-    def ready_count(self) -> int:
-        return sum(w.state == READY for w in self._waiting)
+    def snapshot(self) -> PoolSnapshot:
+        return PoolSnapshot(self.size, self.count, sum(w.state == READY for w in self._waiting),
+                            self._hits, self._misses)
 
     def has(self, plan: RunPlan) -> bool:
         return any(w.plan.warm_key == plan.warm_key for w in self._waiting)
@@ -68,9 +80,9 @@ class WarmPool:
         key = plan.warm_key
         matching = [w for w in self._waiting if w.plan.warm_key == key and w.alive]
         if not matching:
-            self.misses += 1
+            self._misses += 1
             return None
-        self.hits += 1
+        self._hits += 1
         chosen = next((w for w in matching if w.state == READY), matching[0])
         self._remove(chosen)
         return chosen

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from attrs import define, field
+from attrs import define, field, frozen
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import deferLater
@@ -20,10 +20,10 @@ from twisted.logger import Logger
 from claude_proxy.errors import APIError, queue_full
 from claude_proxy.events import RateLimit
 from claude_proxy.live import Continuation
-from claude_proxy.live_sessions import LiveSessions
+from claude_proxy.live_sessions import LiveSessions, SessionsSnapshot
 from claude_proxy.models import Aliases
 from claude_proxy.plan import RunPlan
-from claude_proxy.pool import WarmPool
+from claude_proxy.pool import PoolSnapshot, WarmPool
 from claude_proxy.session import CLISession, ProcessReactor
 from claude_proxy.tether import Tether
 from claude_proxy.turn import RunConsumer, Turn, TurnContext
@@ -33,6 +33,20 @@ log = Logger()
 # What responses get, after their runs, to reach their sockets before shutdown.
 DRAIN_SECONDS = 0.1
 SHUTTING_DOWN = APIError(503, "The proxy is shutting down.", "server_error", "shutting_down")
+
+
+@frozen
+class RunnerSnapshot:
+    """
+    The daemon's CLI processes at one moment, with what its pool and sessions
+    have counted: what /health, /metrics and the status page read.
+    """
+
+    running: int  # turns holding a slot
+    queued: int
+    max_concurrent: int
+    warm: PoolSnapshot | None  # None: no warm pool (--warm 0)
+    sessions: SessionsSnapshot | None  # None: no live sessions (--sessions 0)
 
 
 @define(eq=False, slots=False)
@@ -166,6 +180,11 @@ class Runner(Service):
     @property
     def waiting(self) -> int:
         return len(self._queue)
+
+    def snapshot(self) -> RunnerSnapshot:
+        return RunnerSnapshot(self.in_flight, self.waiting, self.max_concurrent,
+                              self.pool.snapshot() if self.pool is not None else None,
+                              self.sessions.snapshot() if self.sessions is not None else None)
 
     def _release(self, turn: Turn) -> None:
         """A turn has ended: out of the queue or its slot, and the next one goes."""

@@ -7,6 +7,7 @@ processes replaying what the real CLI printed over one kept session
 import json
 
 import pytest
+from attrs.exceptions import FrozenInstanceError
 
 from claude_proxy.answer import Answer
 from claude_proxy.live import canonical_id, continuation
@@ -83,7 +84,7 @@ def test_a_follow_up_continues_the_live_session(runner, reactor):
     [line] = written(process, sent)  # only the new message
     assert line["type"] == "user" and line["message"]["content"] == [
         {"type": "text", "text": "and more"}] and "shouldQuery" not in line
-    assert runner.sessions.continued == 1 and runner.in_flight == 1
+    assert runner.sessions.snapshot().continued == 1 and runner.in_flight == 1
     process.emit(*TURN_2)
     assert reply(second)["content"] == "MOCK REPLY to: and more"
     assert (runner.in_flight, runner.sessions.count) == (0, 1)
@@ -95,7 +96,7 @@ def test_a_follow_up_with_other_settings_continues_with_them_in_place(runner, re
     ask(runner, FIRST + [{"role": "assistant", "content": "MOCK REPLY to: hello"},
                          {"role": "user", "content": "think"}],
         reasoning_effort="high", max_tokens=64)
-    assert len(reactor.spawned) == 1 and runner.sessions.continued == 1
+    assert len(reactor.spawned) == 1 and runner.sessions.snapshot().continued == 1
     settings, line = written(process, sent)  # the settings, then the message
     assert settings["type"] == "control_request" and settings["request"] == {
         "subtype": "apply_flag_settings", "settings": {"effortLevel": "high", "env": {
@@ -117,7 +118,7 @@ def test_tool_results_continue_with_thinking_on_as_the_loop_began(runner, reacto
     # The client asks for thinking again, and an OpenAI client never sends it back:
     # a cold replay would have to turn it off; the live session keeps it.
     ask(runner, history, tools=TOOLS, reasoning_effort="low")
-    assert len(reactor.spawned) == 1 and runner.sessions.continued == 1
+    assert len(reactor.spawned) == 1 and runner.sessions.snapshot().continued == 1
     [allow] = written(process, sent)  # no settings: nothing changed
     assert allow["response"]["response"]["behavior"] == "allow"
 
@@ -147,7 +148,7 @@ def test_tool_results_with_other_settings_are_replayed(runner, reactor, over, wh
                  {"role": "tool", "tool_call_id": calls[0]["id"], "content": "A"},
                  {"role": "tool", "tool_call_id": calls[1]["id"], "content": "B"}],
         tools=TOOLS, **over)
-    assert len(reactor.spawned) == 2 and runner.sessions.fallbacks == {why: 1}
+    assert len(reactor.spawned) == 2 and runner.sessions.snapshot().fallbacks == {why: 1}
 
 
 def test_tool_results_go_to_the_held_calls_and_the_turn_goes_on(runner, reactor):
@@ -156,7 +157,7 @@ def test_tool_results_go_to_the_held_calls_and_the_turn_goes_on(runner, reactor)
     process.emit(*HELD)
     message = reply(writer)
     assert [c["function"]["name"] for c in message["tool_calls"]] == ["read", "exec"]
-    assert runner.sessions.waiting_for_tools == 1 and runner.in_flight == 0
+    assert runner.sessions.snapshot().waiting_for_tools == 1 and runner.in_flight == 0
     sent = len(process.stdin)
     # The client sends them back re-serialized: its own call ids, SDK extras.
     results = ask(runner, [{"role": "user", "content": "go"},
@@ -166,7 +167,7 @@ def test_tool_results_go_to_the_held_calls_and_the_turn_goes_on(runner, reactor)
                             "content": "A"},
                            {"role": "tool", "tool_call_id": message["tool_calls"][1]["id"],
                             "content": "B"}], tools=TOOLS)
-    assert len(reactor.spawned) == 1 and runner.sessions.continued == 1
+    assert len(reactor.spawned) == 1 and runner.sessions.snapshot().continued == 1
     [allow] = written(process, sent)
     assert allow["response"]["request_id"] == "1c36a06a-fcb1-462d-a106-4ad4bf5ffe08"
     assert allow["response"]["response"] == {"behavior": "allow", "updatedInput": {"path": "a"}}
@@ -185,7 +186,7 @@ def test_tool_results_go_to_the_held_calls_and_the_turn_goes_on(runner, reactor)
     assert answered["choices"][0]["message"]["content"] == "MOCK REPLY to: "
     # Its own message's usage, not the CLI turn's two API calls summed.
     assert answered["usage"]["completion_tokens"] == 7
-    assert runner.sessions.count == 1 and runner.sessions.waiting_for_tools == 0
+    assert runner.sessions.count == 1 and runner.sessions.snapshot().waiting_for_tools == 0
 
 
 @pytest.mark.parametrize("change, why", [
@@ -209,7 +210,8 @@ def test_what_differs_is_never_continued(runner, reactor, change, why):
         tools = TOOLS
     ask(runner, history, key=key, tools=tools)
     assert len(reactor.spawned) == 2  # a cold run, replaying the history
-    assert runner.sessions.continued == 0 and runner.sessions.fallbacks == {why: 1}
+    seen = runner.sessions.snapshot()
+    assert seen.continued == 0 and seen.fallbacks == {why: 1}
 
 
 def test_results_that_are_not_the_held_calls_fall_back(runner, reactor):
@@ -219,7 +221,7 @@ def test_results_that_are_not_the_held_calls_fall_back(runner, reactor):
     ask(runner, [{"role": "user", "content": "go"},
                  {"role": "assistant", "content": None, "tool_calls": calls},
                  {"role": "tool", "tool_call_id": calls[0]["id"], "content": "A"}], tools=TOOLS)
-    assert len(reactor.spawned) == 2 and runner.sessions.fallbacks == {"tool_results": 1}
+    assert len(reactor.spawned) == 2 and runner.sessions.snapshot().fallbacks == {"tool_results": 1}
 
 
 def test_an_idle_session_ends_after_its_time_to_live(runner, reactor):
@@ -227,7 +229,20 @@ def test_an_idle_session_ends_after_its_time_to_live(runner, reactor):
     reactor.advance(60)
     assert process.signals == ["KILL"] and runner.sessions.count == 0
     process.exit(signal=9)
-    assert reactor.getDelayedCalls() == [] and runner.sessions.ended == {"ttl": 1}
+    assert reactor.getDelayedCalls() == [] and runner.sessions.snapshot().ended == {"ttl": 1}
+
+
+def test_a_snapshot_is_a_value_that_later_counting_leaves_alone(runner, reactor):
+    _, process = first_turn(runner, reactor)
+    before = runner.snapshot()
+    reactor.advance(60)
+    process.exit(signal=9)
+    assert (before.sessions.live, before.sessions.ended) == (1, {})
+    after = runner.snapshot()
+    assert (after.running, after.warm, after.sessions.live, after.sessions.ended) == \
+        (0, None, 0, {"ttl": 1})
+    with pytest.raises(FrozenInstanceError):
+        before.sessions.live = 2
 
 
 def test_a_request_that_needs_the_slot_evicts_the_least_recent(runner, reactor):
@@ -237,7 +252,7 @@ def test_a_request_that_needs_the_slot_evicts_the_least_recent(runner, reactor):
     assert process.signals == ["KILL"]  # never waits behind an idle session
     assert len(reactor.spawned) == 2 and runner.in_flight == 1 and runner.waiting == 0
     process.exit(signal=9)
-    assert runner.sessions.count == 0 and runner.sessions.ended == {"room": 1}
+    assert runner.sessions.count == 0 and runner.sessions.snapshot().ended == {"room": 1}
 
 
 def test_a_client_gone_mid_turn_ends_the_session(runner, reactor):
@@ -292,4 +307,4 @@ def test_live_sessions_leave_the_warm_pool_its_slots(reactor, tmp_path):
         ask(runner, [{"role": "user", "content": f"conversation {i}"}])
         reactor.spawned[-1].emit(*TURN_1)
     # Two live sessions would fill both slots: the older one gives way to the pool.
-    assert runner.sessions.count == 1 and runner.sessions.ended == {"room": 1}
+    assert runner.sessions.count == 1 and runner.sessions.snapshot().ended == {"room": 1}

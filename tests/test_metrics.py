@@ -1,33 +1,24 @@
 """The metrics registry: what is counted, how model labels stay bounded, what is read at scrape time."""
 
-from attrs import define, field
+from attrs import define
 from prometheus_client.parser import text_string_to_metric_families
 
 from claude_proxy.accounts import Account, Accounts
 from claude_proxy.events import RateLimit, Window
+from claude_proxy.live_sessions import SessionsSnapshot
 from claude_proxy.metrics import MAX_MODEL_LABELS, Metrics
-
-
-@define
-class Sessions:
-    count: int = 0
-    waiting_for_tools: int = 0
-    continued: int = 0
-    fallbacks: dict = field(factory=dict)
-    ended: dict = field(factory=dict)
-
-
-@define
-class Pool:
-    count: int = 0
+from claude_proxy.pool import PoolSnapshot
+from claude_proxy.runner import RunnerSnapshot
 
 
 @define
 class Runner:
-    in_flight: int = 0
-    waiting: int = 0
-    pool: Pool | None = None
-    sessions: Sessions | None = None
+    """A runner whose snapshot the test sets."""
+
+    load: RunnerSnapshot = RunnerSnapshot(0, 0, 4, None, None)
+
+    def snapshot(self) -> RunnerSnapshot:
+        return self.load
 
 
 def samples(metrics: Metrics) -> dict:
@@ -84,10 +75,10 @@ def test_gauges_read_the_runner_when_scraped():
     metrics = Metrics(runner)
     assert value(metrics, "claude_proxy_warm_processes") == 0  # no pool, no sessions
     assert value(metrics, "claude_proxy_live_sessions") == 0
-    runner.in_flight, runner.waiting = 3, 5
-    runner.pool = Pool(count=1)
-    runner.sessions = Sessions(count=2, waiting_for_tools=1, continued=4,
-                               fallbacks={"changed": 1}, ended={"ttl": 2})
+    runner.load = RunnerSnapshot(
+        3, 5, 4, PoolSnapshot(size=1, waiting=1, ready=1, hits=0, misses=0),
+        SessionsSnapshot(size=3, ttl=600.0, live=2, waiting_for_tools=1, continued=4,
+                         fallbacks={"changed": 1}, ended={"ttl": 2}))
     assert value(metrics, "claude_proxy_cli_processes") == 3
     assert value(metrics, "claude_proxy_queue_depth") == 5
     assert value(metrics, "claude_proxy_warm_processes") == 1

@@ -61,7 +61,7 @@ def test_a_request_of_a_repeated_shape_takes_a_ready_process(runner, reactor):
     assert [m["type"] for m in lines_written(warm)] == ["control_request"]
     assert not warm.stdin_closed
     warm.emit(READY)
-    assert runner.pool.ready_count() == 1
+    assert runner.pool.snapshot().ready == 1
 
     recorder = Recorder()
     spawned = len(reactor.spawned)
@@ -72,7 +72,8 @@ def test_a_request_of_a_repeated_shape_takes_a_ready_process(runner, reactor):
     finish(warm)
     assert recorder.result.text == "MOCK REPLY to: hello"
     assert runner.pool.count == 1 and runner.in_flight == 0
-    assert (runner.pool.hits, runner.pool.misses) == (1, 2)
+    seen = runner.pool.snapshot()
+    assert (seen.hits, seen.misses) == (1, 2)
 
 
 def test_other_shapes_spawn_cold_and_warm_processes_count_inside_the_limit(runner, reactor):

@@ -7,39 +7,17 @@ values read off the daemon's parts; never a prompt, an answer or a key.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-from attrs import frozen
 
 from claude_proxy.accounts import Accounts
 from claude_proxy.cli import Health
 from claude_proxy.history import History
+from claude_proxy.runner import RunnerSnapshot
 
 # The windows' names as people say them; others are shown as the API names them.
 WINDOW_LABELS = {"five_hour": "5-hour", "seven_day": "Weekly", "seven_day_opus": "Weekly (Opus)",
                  "seven_day_sonnet": "Weekly (Sonnet)"}
 # The window shown first: the session limit, then the weekly ones.
 WINDOW_ORDER = ("five_hour", "seven_day", "seven_day_opus", "seven_day_sonnet")
-
-
-@frozen
-class Load:
-    """What runs now (the runner's, pool's and sessions' public counts)."""
-
-    running: int
-    queued: int
-    max_concurrent: int
-    warm: int
-    live_sessions: int
-    waiting_for_tools: int
-
-
-def load_of(runner: Any) -> Load:
-    pool, sessions = runner.pool, runner.sessions
-    return Load(runner.in_flight, runner.waiting, runner.max_concurrent,
-                pool.count if pool is not None else 0,
-                sessions.count if sessions is not None else 0,
-                sessions.waiting_for_tools if sessions is not None else 0)
 
 
 def _window_key(name: str) -> tuple[int, str]:
@@ -79,18 +57,24 @@ def accounts_json(accounts: Accounts, logins: Mapping[str, Health], now: float) 
     return shown
 
 
+def load_json(load: RunnerSnapshot) -> dict:
+    """What runs now."""
+    warm, sessions = load.warm, load.sessions
+    return {"running": load.running, "queued": load.queued, "max_concurrent": load.max_concurrent,
+            "warm": warm.waiting if warm is not None else 0,
+            "live_sessions": sessions.live if sessions is not None else 0,
+            "waiting_for_tools": sessions.waiting_for_tools if sessions is not None else 0}
+
+
 def snapshot(now: float, started: float, version: str, accounts: Accounts,
-             logins: Mapping[str, Health], load: Load, history: History) -> dict:
+             logins: Mapping[str, Health], load: RunnerSnapshot, history: History) -> dict:
     return {
         "now": now,
         "version": version,
         "uptime_seconds": round(now - started, 1),
         "overage": "refuse" if accounts.refuse_overage else "allow",
         "accounts": accounts_json(accounts, logins, now),
-        "load": {"running": load.running, "queued": load.queued,
-                 "max_concurrent": load.max_concurrent, "warm": load.warm,
-                 "live_sessions": load.live_sessions,
-                 "waiting_for_tools": load.waiting_for_tools},
+        "load": load_json(load),
         "recent": [r.to_json() for r in history.recent()],
         "minutes": history.per_minute(now),
     }

@@ -30,7 +30,8 @@ def assert_one_thinking_cli(daemon, requests) -> None:
     assert len({r.session_id for r in requests}) == 1 and requests[0].session_id
     assert all((r.body.get("thinking") or {}).get("type") == "adaptive" for r in requests)
     sessions = daemon.runner.sessions
-    assert sessions.continued == len(CITIES) + 1 and not sessions.fallbacks
+    seen = sessions.snapshot()
+    assert seen.continued == len(CITIES) + 1 and not seen.fallbacks
 
 
 @pytest.mark.parametrize("thinking", [False, True], ids=["plain", "thinking"])

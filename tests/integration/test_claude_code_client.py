@@ -126,7 +126,8 @@ async def test_a_claude_code_task_and_its_follow_up_run_in_one_cli(daemon, mock_
     [read] = [b for b in requests[3].body["messages"][-1]["content"] if b["type"] == "tool_result"]
     assert "two" in json.dumps(read["content"])
     sessions = daemon.runner.sessions
-    assert sessions.continued == 4 and not sessions.fallbacks
+    seen = sessions.snapshot()
+    assert seen.continued == 4 and not seen.fallbacks
 
 
 @pytest_twisted.ensureDeferred

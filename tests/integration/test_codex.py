@@ -148,7 +148,8 @@ async def test_a_codex_task_and_its_follow_up_run_in_one_cli(daemon, mock_api, t
                 if b["type"] == "tool_result"]
     assert "one\\ntwo" in json.dumps(result["content"])
     sessions = daemon.runner.sessions
-    assert sessions.continued == 4 and not sessions.fallbacks
+    seen = sessions.snapshot()
+    assert seen.continued == 4 and not seen.fallbacks
 
 
 def turn_failure(events: list[dict]) -> str:

@@ -245,13 +245,14 @@ async def test_a_pre_started_process_answers_and_warming_calls_no_api(start_daem
     pool = daemon.runner.pool
     for text in ("first", "second"):  # a shape is warmed once it repeats
         assert (await daemon.post(CHAT, chat(text))).code == 200
-    await eventually(lambda: pool.ready_count() == 1)  # initialized, waiting on stdin
+    await eventually(lambda: pool.snapshot().ready == 1)  # initialized, waiting on stdin
     assert len(mock_api.requests) == 2
     response = await daemon.post(CHAT, chat("third"))
     assert (await response.json())["choices"][0]["message"]["content"] == "MOCK REPLY to: third"
     # The warm process lived from before "second" was answered until it answered "third":
     # it sent the API nothing but that question (no wait needed to see it sent nothing more).
     assert [user_text(r).split("\n")[0] for r in mock_api.requests] == ["first", "second", "third"]
-    assert (pool.hits, pool.misses) == (1, 2)
+    seen = pool.snapshot()
+    assert (seen.hits, seen.misses) == (1, 2)
     health = await (await daemon.get("/health")).json()
     assert health["warm"]["hits"] == 1 and health["warm"]["size"] == 1

@@ -80,7 +80,7 @@ async def test_user_setup_does_not_reach_proxied_runs(start_daemon, home, mock_a
     assert all(r.body["tools"] == [] for r in mock_api.requests)
     # With --warm 1 (the default) the third request took a process started ahead of time,
     # so that path is held to the same isolation.
-    assert daemon.runner.pool.hits == 1
+    assert daemon.runner.pool.snapshot().hits == 1
     # Nothing is left behind in the project either, once the daemon has stopped.
     await daemon.service.stopService()
     assert sorted(p.name for p in project.iterdir()) == ["CLAUDE.md"]

@@ -83,10 +83,11 @@ def sent(recorded) -> dict:
 
 async def compare(live, cold, mock_api, body, path=CHAT, **kw):
     """The request continued on `live` and replayed on `cold` sends the API the same."""
-    before = live.runner.sessions.continued
+    before = live.runner.sessions.snapshot().continued
     mock_api.reset()
     live_answer = await ask(live, body, path, **kw)
-    assert live.runner.sessions.continued == before + 1, live.runner.sessions.fallbacks
+    seen = live.runner.sessions.snapshot()
+    assert seen.continued == before + 1, seen.fallbacks
     continued = mock_api.requests[-1]
     mock_api.reset()
     cold_answer = await ask(cold, body, path, **kw)
@@ -111,7 +112,7 @@ async def test_a_second_turn_sends_what_a_replay_sends(start_daemon, mock_api):
                       {"role": "user", "content": "and a third"}]
     response = await live.post(CHAT, chat_body(third, stream=True))
     assert b"[DONE]" in await response.content()
-    assert live.runner.sessions.continued == 2
+    assert live.runner.sessions.snapshot().continued == 2
 
 
 @pytest_twisted.ensureDeferred
@@ -121,7 +122,7 @@ async def test_tool_results_continue_the_held_calls(start_daemon, mock_api):
         first = [{"role": "user", "content": f"go {calls(*names)}"}]
         message = (await ask(live, chat_body(first, tools=TOOLS)))["choices"][0]["message"]
         assert [c["function"]["name"] for c in message["tool_calls"]] == list(names)
-        assert live.runner.sessions.waiting_for_tools == 1
+        assert live.runner.sessions.snapshot().waiting_for_tools == 1
         results = [{"role": "tool", "tool_call_id": c["id"], "content": f"result of {c['id']}"}
                    for c in message["tool_calls"]]
         body = chat_body(first + [echo(message), *results], tools=TOOLS)
@@ -145,7 +146,8 @@ async def test_a_turns_settings_reach_the_api_in_place(start_daemon, mock_api):
                                        max_tokens=500))
     follow += [echo(answer["choices"][0]["message"]), {"role": "user", "content": "and?"}]
     await ask(live, chat_body(follow, tools=TOOLS))
-    assert live.runner.sessions.continued == 3 and not live.runner.sessions.fallbacks
+    seen = live.runner.sessions.snapshot()
+    assert seen.continued == 3 and not seen.fallbacks
 
     def settings(recorded):
         body = recorded.body
@@ -197,7 +199,7 @@ async def test_responses_previous_response_id_and_codex_full_input(start_daemon,
     mock_api.reset()
     await ask(live, {"model": "claude-sonnet-4", "instructions": SYSTEM, "input": "and more",
                      "previous_response_id": ids[0]}, RESPONSES)
-    assert live.runner.sessions.continued == 1
+    assert live.runner.sessions.snapshot().continued == 1
     continued = mock_api.requests[-1]
     mock_api.reset()
     await ask(cold, {"model": "claude-sonnet-4", "instructions": SYSTEM, "input": "and more",
@@ -213,7 +215,7 @@ async def test_responses_previous_response_id_and_codex_full_input(start_daemon,
     call = next(o for o in output if o["type"] == "function_call")
     items += [call, {"type": "function_call_output", "call_id": call["call_id"], "output": "done"}]
     await compare(live, cold, mock_api, {**base, "input": items}, RESPONSES)
-    assert live.runner.sessions.continued == 2
+    assert live.runner.sessions.snapshot().continued == 2
 
 
 @pytest_twisted.ensureDeferred
@@ -237,8 +239,8 @@ async def test_what_differs_is_never_continued(start_daemon, mock_api):
     }
     for what, (body, kw) in variants.items():
         await ask(live, body, **kw)
-        assert live.runner.sessions.continued == 0, what
-    fallbacks = live.runner.sessions.fallbacks
+        assert live.runner.sessions.snapshot().continued == 0, what
+    fallbacks = live.runner.sessions.snapshot().fallbacks
     # Each session holds one conversation: a variant of it finds the session changed, then none.
     assert sum(fallbacks.values()) == 5 and set(fallbacks) <= {
         "no_session", "tools_changed", "system_changed", "key_changed"}
@@ -261,7 +263,7 @@ async def test_two_clients_with_the_same_opening_at_once(start_daemon, mock_api)
     replies = await _both(live, seconds)
     assert [r["choices"][0]["message"]["content"] for r in replies] == [
         "MOCK REPLY to: client 0", "MOCK REPLY to: client 1"]
-    assert live.runner.sessions.continued == 2 and live.runner.sessions.count == 2
+    assert live.runner.sessions.snapshot().continued == 2 and live.runner.sessions.count == 2
 
 
 async def _both(daemon, bodies):
@@ -287,13 +289,14 @@ async def test_expiry_eviction_disconnect_and_stop_leave_nothing(start_daemon, m
     [pid] = pids(runner)
     await eventually(lambda: runner.sessions.count == 0, 10)
     await gone([pid])
-    assert runner.sessions.ended["ttl"] == 1
+    assert runner.sessions.snapshot().ended["ttl"] == 1
     # Eviction under --max-concurrent 1: another conversation takes the slot at once.
     await ask(live, chat_body([{"role": "user", "content": "one"}]))
     [pid] = pids(runner)
     await ask(live, chat_body([{"role": "user", "content": "two"}]))
     await gone([pid])
-    assert runner.sessions.ended["room"] == 1 and runner.in_flight == 0 and runner.waiting == 0
+    assert runner.sessions.snapshot().ended["room"] == 1
+    assert runner.in_flight == 0 and runner.waiting == 0
     # A client that goes away while its tool results are being answered.
     first = [{"role": "user", "content": f"go {calls('read')}"}]
     message = (await ask(live, chat_body(first, tools=TOOLS)))["choices"][0]["message"]
@@ -303,7 +306,8 @@ async def test_expiry_eviction_disconnect_and_stop_leave_nothing(start_daemon, m
                                               "tool_call_id": message["tool_calls"][0]["id"]}],
                      tools=TOOLS)
     pending = treq.post(live.url + CHAT, json=body)  # not streamed: no answer before the end
-    await eventually(lambda: runner.sessions.continued == 1 and mock_api.open_streams == 1)
+    await eventually(lambda: runner.sessions.snapshot().continued == 1
+                     and mock_api.open_streams == 1)
     pending.cancel()
     await gone([pid])
     await eventually(lambda: runner.in_flight == 0 and runner.sessions.count == 0)
