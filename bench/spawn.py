@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from twisted.internet import process, protocol, reactor  # noqa: E402
 from twisted.internet.defer import Deferred, inlineCallbacks  # noqa: E402
 
-from claude_proxy.tether import PR_SET_PDEATHSIG, Tether  # noqa: E402
+from claude_proxy.cli_lifetime import PR_SET_PDEATHSIG, Tether  # noqa: E402
 
 TRUE = shutil.which("true") or "/bin/true"
 

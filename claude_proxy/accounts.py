@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from claude_proxy.errors import APIError
 from claude_proxy.events import RateLimit
 from claude_proxy.quota import Quota
-from claude_proxy.request import Request
+from claude_proxy.request import NeutralRequest
 
 log = Logger()
 
@@ -57,7 +57,7 @@ class Standing:
     reports_quota: bool | None = None
 
 
-def conversation_key(request: Request, key_id: str | None) -> str:
+def conversation_key(request: NeutralRequest, key_id: str | None) -> str:
     """What stays the same across a conversation's turns: its opening."""
     conversation = request.conversation
     opening = [key_id, conversation.system, list(conversation.messages[0].content)]

@@ -12,6 +12,7 @@ from typing import Any
 
 from attrs import Factory, define, field
 from klein import Klein
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -20,19 +21,19 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from claude_proxy import __version__
 from claude_proxy.accounts import Account, Accounts, conversation_key
 from claude_proxy.answer import Answer
+from claude_proxy.anthropic_messages.door import MessagesDoor
 from claude_proxy.body import parse_body
-from claude_proxy.cli import CLIProbe
+from claude_proxy.cli_probe import CLIProbe
+from claude_proxy.continuation import continuation_of
 from claude_proxy.door import FrontDoor, Ids, Opened
 from claude_proxy.error_shapes import shaped_error, speaks_anthropic, unified_headers
 from claude_proxy.errors import APIError
 from claude_proxy.events import RateLimit
 from claude_proxy.gate import exchange_of
 from claude_proxy.history import History
-from claude_proxy.live import continuation
 from claude_proxy.live_sessions import SessionsSnapshot
 from claude_proxy.metrics import CONTENT_TYPE, Metrics
 from claude_proxy.models import model_list, model_object, resolve
-from claude_proxy.anthropic_messages.door import MessagesDoor
 from claude_proxy.openai_chat.door import ChatDoor
 from claude_proxy.openai_responses.door import ResponsesDoor
 from claude_proxy.plan import CLISettings, build_plan
@@ -82,7 +83,7 @@ class ProxyAPI:
     settings: CLISettings
     probe: CLIProbe
     environ: Mapping[str, str]
-    clock: Any  # IReactorTime
+    reactor: IReactorTime
     metrics: Metrics
     hold: float = HOLD_HEADERS_SECONDS
     heartbeat: float = HEARTBEAT_SECONDS
@@ -91,10 +92,11 @@ class ProxyAPI:
     accounts: Accounts = field(factory=Accounts)
     # Each account's login probe, when accounts are named (--account).
     logins: Mapping[str, CLIProbe] = field(factory=dict)
-    started: float = field(default=Factory(lambda self: self.clock.seconds(), takes_self=True))
+    started: float = field(default=Factory(lambda self: self.reactor.seconds(), takes_self=True))
     chat: ChatDoor = field(default=Factory(lambda self: ChatDoor(self.image_urls), takes_self=True))
     responses: ResponsesDoor = field(
-        default=Factory(lambda self: ResponsesDoor(self.image_urls, clock=self.clock), takes_self=True))
+        default=Factory(lambda self: ResponsesDoor(self.image_urls, reactor=self.reactor),
+                        takes_self=True))
     messages: MessagesDoor = field(
         default=Factory(lambda self: MessagesDoor(self.image_urls), takes_self=True))
     history: History = field(factory=History)  # recent requests, for the status page
@@ -118,7 +120,7 @@ class ProxyAPI:
             "queued": load.queued,
             "warm": _warm(load.warm),
             "sessions": _sessions(load.sessions),
-            "uptime_seconds": round(self.clock.seconds() - self.started, 1),
+            "uptime_seconds": round(self.reactor.seconds() - self.started, 1),
         }
         if self.logins:
             # Several accounts: ready while the CLI runs and any account is logged in.
@@ -126,7 +128,7 @@ class ProxyAPI:
             ok = health.version is not None and any(h.ok for h in logins.values())
             status = "ok" if ok else health.status
             skipped = {a["account"]: a["skipped"]
-                       for a in self.accounts.to_json(self.clock.seconds())["data"]}
+                       for a in self.accounts.to_json(self.reactor.seconds())["data"]}
             body["status"] = status
             body["accounts"] = [{"account": name, "status": h.status, "login": h.login,
                                  "skipped": skipped[name]} for name, h in logins.items()]
@@ -149,7 +151,7 @@ class ProxyAPI:
         probes = self.logins or {self.accounts.accounts[0].name: self.probe}
         logins = {name: await probe.check() for name, probe in probes.items()}
         request.setHeader(b"cache-control", b"no-store")
-        return _json(request, 200, snapshot(self.clock.seconds(), self.started, __version__,
+        return _json(request, 200, snapshot(self.reactor.seconds(), self.started, __version__,
                                             self.accounts, logins, self.runner.snapshot(),
                                             self.history))
 
@@ -203,7 +205,7 @@ class ProxyAPI:
         """One request through a front door: parse, plan, run, and encode its answer."""
         exchange = exchange_of(request)
         key = exchange.key_id
-        ids = Ids(exchange.request_id, int(self.clock.seconds()))
+        ids = Ids(exchange.request_id, int(self.reactor.seconds()))
         opened = door.open(parse_body(request.content.read()), request, ids)
         exchange.model = opened.request.model.id
         if opened.ignored:
@@ -224,7 +226,7 @@ class ProxyAPI:
         exchange = exchange_of(request)
         wanted = opened.request
         accounts = self.accounts.route(conversation_key(wanted, exchange.key_id),
-                                       self.clock.seconds())
+                                       self.reactor.seconds())
         for account in accounts:
             plan = build_plan(wanted, self.settings, account.environ(self.environ),
                               self.runner.aliases)
@@ -234,16 +236,16 @@ class ProxyAPI:
 
             def observed(report: RateLimit, account: Account = account) -> None:
                 # Also after the answer: a live session's CLI reports it after its last event.
-                self.accounts.observed(account, report, self.clock.seconds())
+                self.accounts.observed(account, report, self.reactor.seconds())
 
             try:
                 writer.begin(self.runner.submit(
-                    plan, writer, continuation(plan, wanted, exchange.key_id), observed,
+                    plan, writer, continuation_of(plan, wanted, exchange.key_id), observed,
                     self.accounts.awaits_quota(account)))
                 body = await writer.done
             except APIError as error:
                 if writer.committed or not self.accounts.rejected(account, error,
-                                                                  self.clock.seconds()) \
+                                                                  self.reactor.seconds()) \
                         or account is accounts[-1]:
                     self._account(exchange, writer)
                     raise
@@ -253,7 +255,7 @@ class ProxyAPI:
             self._account(exchange, writer)
             self.accounts.answered(account, None if writer.early else writer.quota_seen)
             return body
-        raise self.accounts.refusal(self.clock.seconds())
+        raise self.accounts.refusal(self.reactor.seconds())
 
     def _writer(self, request: IRequest, opened: Opened,
                 account: Account) -> BufferedWriter | StreamWriter:
@@ -261,7 +263,7 @@ class ProxyAPI:
         wanted = opened.request
 
         def first_output() -> None:
-            exchange.first_token = self.clock.seconds() - exchange.started
+            exchange.first_token = self.reactor.seconds() - exchange.started
 
         def quota(report: RateLimit) -> None:
             # The account has seen it already (the run's on_quota): the headers follow it.
@@ -271,7 +273,7 @@ class ProxyAPI:
         answer = Answer(wanted.stop, structured=wanted.output is not None)
         common = dict(answer=answer, on_output=first_output, on_quota=quota)
         if wanted.stream:
-            return StreamWriter(opened.encoder, request, self.clock, self.hold, self.heartbeat,
+            return StreamWriter(opened.encoder, request, self.reactor, self.hold, self.heartbeat,
                                 **common)
         return BufferedWriter(opened.encoder, **common)
 
@@ -293,7 +295,7 @@ class ProxyAPI:
 
     @app.route("/v1/usage", methods=["GET"])
     def usage(self, request: IRequest) -> bytes:
-        return _json(request, 200, self.accounts.to_json(self.clock.seconds()))
+        return _json(request, 200, self.accounts.to_json(self.reactor.seconds()))
 
     def _account(self, exchange: Any, writer: BufferedWriter | StreamWriter) -> None:
         usage = writer.usage

@@ -12,7 +12,7 @@ from typing import Protocol
 from attrs import frozen
 from twisted.web.iweb import IRequest
 
-from claude_proxy.request import Request
+from claude_proxy.request import NeutralRequest
 from claude_proxy.writers import Encoder
 
 
@@ -26,7 +26,7 @@ class Ids:
 
 @frozen
 class Opened:
-    request: Request
+    request: NeutralRequest
     encoder: Encoder
     ignored: tuple[str, ...] = ()  # parameters accepted and documented as ignored
 

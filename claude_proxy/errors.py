@@ -199,7 +199,7 @@ def classify_exit(exit_code: int | None, signal: int | None, stderr: str, now: f
                     "server_error", "cli_error")
 
 
-# What the exec wrapper (tether.py) says on stderr when the CLI cannot be run at all.
+# What the exec wrapper (cli_lifetime.py) says on stderr when the CLI cannot be run at all.
 CANNOT_RUN = "claude-proxy: cannot run"
 
 

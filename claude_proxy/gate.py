@@ -15,6 +15,7 @@ from urllib.parse import unquote_to_bytes
 
 from attrs import define, field
 from twisted.internet.address import UNIXAddress
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.resource import Resource
@@ -145,7 +146,7 @@ class Gate(Resource):
     inner: Any  # the API's resource (a Klein resource: a leaf that routes by itself)
     keys: KeyRing
     metrics: Metrics
-    clock: Any  # IReactorTime
+    reactor: IReactorTime
     origins: frozenset[str] = frozenset()
     # Host names answered (None: any). Without API keys only the loopback names are,
     # so a page that rebinds its own name to 127.0.0.1 cannot use the proxy.
@@ -157,7 +158,7 @@ class Gate(Resource):
         Resource.__init__(self)
 
     def render(self, request: Request) -> bytes | int:
-        exchange = Exchange(uuid.uuid4().hex, self.clock.seconds())
+        exchange = Exchange(uuid.uuid4().hex, self.reactor.seconds())
         request.exchange = exchange
         request.setHeader(b"x-request-id", exchange.request_id.encode())
         if speaks_anthropic(request.path, request.getHeader(b"anthropic-version")):
@@ -205,7 +206,7 @@ class Gate(Resource):
         exchange = exchange_of(request)
         gone = result is not None  # notifyFinish fails when the client went away first
         status = 499 if gone else request.code
-        seconds = self.clock.seconds() - exchange.started
+        seconds = self.reactor.seconds() - exchange.started
         endpoint = endpoint_of(request.path)
         self.metrics.request_done(endpoint, exchange.model, status, seconds)
         record = record_of(request.path, request.getHeader(b"user-agent"), exchange, status, seconds)

@@ -20,8 +20,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-from claude_proxy.live import Continuation
-from claude_proxy.session import ENDED, IDLE, TOOLS, CLISession, ProcessReactor
+from claude_proxy.continuation import Continuation
+from claude_proxy.process import ProcessReactor
+from claude_proxy.session import ENDED, IDLE, TOOLS, CLISession
 
 log = Logger()
 

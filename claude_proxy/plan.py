@@ -13,7 +13,7 @@ from attrs import frozen
 
 from claude_proxy.conversation import Message
 from claude_proxy.models import ALIASES
-from claude_proxy.request import Request
+from claude_proxy.request import NeutralRequest
 from claude_proxy.tools import Tool, initialize_request
 
 # Variables taken from the daemon's own environment. Anything else, notably
@@ -228,7 +228,7 @@ def assistant_line(message: Message, index: int, model: str) -> bytes:
         "usage": {"input_tokens": 0, "output_tokens": 0}}})
 
 
-def stdin_batches(request: Request, model: str) -> tuple[bytes, ...]:
+def stdin_batches(request: NeutralRequest, model: str) -> tuple[bytes, ...]:
     """
     The conversation as the CLI's stream-json input. Earlier messages are
     replayed as real turns: an assistant line joins the history at once, a
@@ -249,7 +249,7 @@ def stdin_batches(request: Request, model: str) -> tuple[bytes, ...]:
     return tuple(batches)
 
 
-def _feature_args(request: Request) -> list[str]:
+def _feature_args(request: NeutralRequest) -> list[str]:
     args = []
     if request.offers_tools:
         # Tool calls wait for the proxy's permission, which never comes: the
@@ -260,7 +260,7 @@ def _feature_args(request: Request) -> list[str]:
     return args
 
 
-def cold_settings(request: Request, model: str) -> TurnSettings:
+def cold_settings(request: NeutralRequest, model: str) -> TurnSettings:
     """
     The settings of a turn replayed in a new CLI. Inside a tool loop the API
     wants the last call's signed thinking block back when thinking is on, and
@@ -276,7 +276,7 @@ def cold_settings(request: Request, model: str) -> TurnSettings:
     return settings
 
 
-def build_plan(request: Request, settings: CLISettings, environ: Mapping[str, str],
+def build_plan(request: NeutralRequest, settings: CLISettings, environ: Mapping[str, str],
                aliases: Mapping[str, str] | None = None) -> RunPlan:
     """`aliases`: the full id the CLI runs for each alias, as far as it has said."""
     family = request.model.cli_model

@@ -16,10 +16,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
+from claude_proxy.cli_lifetime import Tether
 from claude_proxy.models import Aliases
 from claude_proxy.plan import RunPlan
-from claude_proxy.session import READY, CLISession, ProcessReactor
-from claude_proxy.tether import Tether
+from claude_proxy.process import ProcessReactor
+from claude_proxy.session import READY, CLISession
 
 log = Logger()
 

@@ -6,9 +6,11 @@ session.CLISession), which writes the rest of stdin and closes it.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 from twisted.internet.error import ProcessTerminated
+from twisted.internet.interfaces import IDelayedCall, IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
@@ -17,6 +19,19 @@ from twisted.python.failure import Failure
 MAX_LINE_BYTES = 64 * 1024 * 1024
 # stderr matters only for explaining a failure: keep its last few KiB.
 STDERR_KEEP_BYTES = 8 * 1024
+
+
+class ProcessReactor(Protocol):
+    """What running the CLI needs of the reactor: IReactorProcess and IReactorTime."""
+
+    def spawnProcess(self, processProtocol: ProcessProtocol, executable: str,
+                     args: Sequence[str] = (), env: Mapping[str, str] | None = None,
+                     path: str | None = None) -> IProcessTransport: ...
+
+    def callLater(self, delay: float, callable: Callable[..., Any], *args: Any,
+                  **kw: Any) -> IDelayedCall: ...
+
+    def seconds(self) -> float: ...
 
 
 class Controller(Protocol):

@@ -36,7 +36,9 @@ def output_schema(schema: object, param: str) -> OutputFormat:
 
 
 @frozen
-class Request:
+class NeutralRequest:
+    """A request to any wire API as the core sees it (twisted.web's Request is the HTTP one)."""
+
     model: ModelChoice
     conversation: Conversation
     stream: bool = False
@@ -63,7 +65,7 @@ class Request:
         return "\n\n".join(n for n in notes if n)
 
 
-def settled(request: Request) -> Request:
+def settled(request: NeutralRequest) -> NeutralRequest:
     """
     A request made consistent for the API, whatever door it came through:
     without tools, tool blocks in the history become text (the API refuses

@@ -17,15 +17,16 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from claude_proxy.cli_lifetime import Tether
+from claude_proxy.continuation import Continuation
 from claude_proxy.errors import APIError, queue_full
 from claude_proxy.events import RateLimit
-from claude_proxy.live import Continuation
 from claude_proxy.live_sessions import LiveSessions, SessionsSnapshot
 from claude_proxy.models import Aliases
 from claude_proxy.plan import RunPlan
 from claude_proxy.pool import PoolSnapshot, WarmPool
-from claude_proxy.session import CLISession, ProcessReactor
-from claude_proxy.tether import Tether
+from claude_proxy.process import ProcessReactor
+from claude_proxy.session import CLISession
 from claude_proxy.turn import RunConsumer, Turn, TurnContext
 
 log = Logger()

@@ -26,44 +26,30 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from attrs import define, field
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall, IProcessTransport
-from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 
-from claude_proxy.live import ToolResult, canonical_id
+from claude_proxy.cli_lifetime import Tether, send_signal
+from claude_proxy.continuation import ToolResult, canonical_id
 from claude_proxy.events import (
     AssistantToolUse, ControlRequest, ControlResponse, Event, MessageStart, RateLimit, Result,
     ToolPermission, ToolUseStart, parse_line,
 )
 from claude_proxy.models import Aliases
 from claude_proxy.plan import RunPlan, TurnSettings
-from claude_proxy.process import LineProcessProtocol
-from claude_proxy.tether import Tether, send_signal
+from claude_proxy.process import LineProcessProtocol, ProcessReactor
 from claude_proxy.tools import INITIALIZE_ID, client_tool_name, initialize_request, mcp_answer
 
 log = Logger()
 
 STARTING, READY, TURN, TOOLS, IDLE, ENDED = "starting", "ready", "turn", "tools", "idle", "ended"
 BARE_INITIALIZE = json.dumps(initialize_request(()), separators=(",", ":")).encode() + b"\n"
-
-
-class ProcessReactor(Protocol):
-    """What a session needs of the reactor: IReactorProcess and IReactorTime."""
-
-    def spawnProcess(self, processProtocol: ProcessProtocol, executable: str,
-                     args: Sequence[str] = (), env: Mapping[str, str] | None = None,
-                     path: str | None = None) -> IProcessTransport: ...
-
-    def callLater(self, delay: float, callable: Callable[..., Any], *args: Any,
-                  **kw: Any) -> IDelayedCall: ...
-
-    def seconds(self) -> float: ...
 
 
 class SessionListener(Protocol):

@@ -24,7 +24,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from claude_proxy.tether import listen_digest
+from claude_proxy.cli_lifetime import listen_digest
 
 log = Logger()
 

@@ -10,7 +10,7 @@ import re
 import signal
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.application import service, strports
 from twisted.internet.defer import Deferred
@@ -22,17 +22,18 @@ from claude_proxy import __version__
 from claude_proxy.accounts import Account, Accounts
 from claude_proxy.app import ProxyAPI
 from claude_proxy.auth import KeyFileError, KeyRing
-from claude_proxy.cli import CLIMissing, CLIProbe, find_claude, version_now
+from claude_proxy.cli_lifetime import Tether, default_state_dir, record_name
+from claude_proxy.cli_probe import CLIMissing, CLIProbe, find_claude, version_now
 from claude_proxy.gate import LOOPBACK_NAMES, Gate, ProxySite
 from claude_proxy.history import History
-from claude_proxy.metrics import Metrics
-from claude_proxy.plan import CLISettings, child_env
 from claude_proxy.live_sessions import LiveSessions
+from claude_proxy.metrics import Metrics
 from claude_proxy.openai_responses.store_file import StoredResponses
+from claude_proxy.plan import CLISettings, child_env
 from claude_proxy.pool import WarmPool
+from claude_proxy.process import ProcessReactor
 from claude_proxy.runner import Runner
 from claude_proxy.state import StateFile, state_name
-from claude_proxy.tether import Tether, default_state_dir, record_name
 
 log = Logger()
 
@@ -41,6 +42,24 @@ DEFAULT_MAX_BODY = 32 * 1024 * 1024
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 OVERAGE = ("refuse", "allow")
+
+
+class DaemonReactor(ProcessReactor, Protocol):
+    """
+    What the daemon asks of its reactor: processes and time (IReactorProcess,
+    IReactorTime), its own start and stop (IReactorCore), calls from signal
+    handlers and the state file's thread (IReactorThreads), and, through
+    strports, its ports (IReactorTCP, IReactorUNIX).
+    """
+
+    running: bool
+
+    def addSystemEventTrigger(self, phase: str, eventType: str, callable: Callable[..., Any],
+                              *args: Any, **kw: Any) -> Any: ...
+
+    def callFromThread(self, callable: Callable[..., Any], *args: Any, **kw: Any) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 def _non_negative_float(value: str) -> float:
@@ -236,7 +255,7 @@ class ProxyService(service.MultiService):
     else has stopped (what the grace period finished is written).
     """
 
-    def __init__(self, reactor: Any, keys: KeyRing, state: StateFile | None = None,
+    def __init__(self, reactor: DaemonReactor, keys: KeyRing, state: StateFile | None = None,
                  restore: Callable[[], None] | None = None) -> None:
         super().__init__()
         self._reactor = reactor
@@ -300,7 +319,7 @@ class ProxyService(service.MultiService):
             pass  # stopping already (SIGINT)
 
 
-def makeService(options: Options, reactor: Any = None,
+def makeService(options: Options, reactor: DaemonReactor | None = None,
                 environ: Mapping[str, str] | None = None) -> service.MultiService:
     if reactor is None:
         from twisted.internet import reactor

@@ -30,13 +30,14 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from claude_proxy.answer import Answer
+from claude_proxy.continuation import Continuation
 from claude_proxy.errors import (
     APIError, classify_cli_error, classify_exit, cli_unavailable, timeout_error,
 )
 from claude_proxy.events import ApiRetry, Event, MessageStart, RateLimit, Result, ToolPermission
-from claude_proxy.live import Continuation
 from claude_proxy.plan import RunPlan
-from claude_proxy.session import IDLE, TOOLS, TURN, CLISession, ProcessReactor
+from claude_proxy.process import ProcessReactor
+from claude_proxy.session import IDLE, TOOLS, TURN, CLISession
 
 log = Logger()
 
@@ -88,7 +89,7 @@ class TurnContext:
     # A pre-started session of the plan's shape, or a new one not yet spawned.
     open: Callable[[RunPlan], CLISession]
     # Keep a session for its conversation's next request: (session, shape, conversation).
-    keep: Callable[[CLISession, tuple[tuple[str, str], ...], str], None]
+    park: Callable[[CLISession, tuple[tuple[str, str], ...], str], None]
 
 
 @define(eq=False)
@@ -115,8 +116,8 @@ class Turn:
     _resets_at: int | None = field(default=None, init=False)
     _retry_after: int | None = field(default=None, init=False)
     # Once delivered: the conversation the session holds, and the session states it is kept in.
-    _keep: str | None = field(default=None, init=False)
-    _keep_in: tuple[str, ...] = field(default=(), init=False)
+    _conversation: str | None = field(default=None, init=False)
+    _park_in: tuple[str, ...] = field(default=(), init=False)
 
     def __attrs_post_init__(self) -> None:
         self._arm("total", self.context.timeout, self._timed_out, "total")
@@ -251,11 +252,11 @@ class Turn:
         self.state = DELIVERED
         self.consumer = None
         if answer is not None and self.continuation is not None:
-            self._keep = self.continuation.after(answer)
+            self._conversation = self.continuation.after(answer)
         # Whole before the CLI's turn ended: kept only if the CLI stops for tool results
         # (its conversation would otherwise go on past what the client got).
         early = self.session is not None and self.session.state == TURN
-        self._keep_in = (TOOLS,) if early else (TOOLS, IDLE)
+        self._park_in = (TOOLS,) if early else (TOOLS, IDLE)
         self._settle()
 
     def _after_delivery(self, event: Event) -> None:
@@ -268,15 +269,15 @@ class Turn:
         session = self.session
         if session is None or not session.alive:
             return
-        if self._keep is not None and session.state in self._keep_in:
+        if self._conversation is not None and session.state in self._park_in:
             assert self.continuation is not None
             session.detach()
             self.session = None
-            self.context.keep(session, self.continuation.shape, self._keep)
+            self.context.park(session, self.continuation.shape, self._conversation)
             self._end()
         elif session.state == IDLE:
             self._retire()
-        elif self._keep is None and not self._timers.keys() & {"kill", "quota"}:
+        elif self._conversation is None and not self._timers.keys() & {"kill", "quota"}:
             # Ended early (a tool call, the token limit, a stop): the CLI would go on.
             if self.await_quota and not self._quota_seen:
                 self._cancel_timers()

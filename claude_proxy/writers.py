@@ -178,7 +178,7 @@ class StreamWriter(_Ending):
     """Server-sent events as the CLI's deltas arrive, then the API's closing events."""
 
     request: IRequest
-    clock: IReactorTime
+    reactor: IReactorTime
     hold: float = HOLD_HEADERS_SECONDS
     heartbeat: float = HEARTBEAT_SECONDS
     _timer: IDelayedCall | None = field(default=None, init=False)
@@ -188,7 +188,7 @@ class StreamWriter(_Ending):
         super().begin(run)
         if self.done.called:  # the run failed before it could start
             return
-        self._timer = self.clock.callLater(self.hold, self._commit)
+        self._timer = self.reactor.callLater(self.hold, self._commit)
 
     def _commit(self) -> None:
         if self.committed:
@@ -208,20 +208,20 @@ class StreamWriter(_Ending):
         if self.run is not None:
             request.registerProducer(self.run, True)
         self._write(self.encoder.opening(self.answer))
-        self._timer = self.clock.callLater(self.heartbeat, self._beat)
+        self._timer = self.reactor.callLater(self.heartbeat, self._beat)
 
     def _write(self, data: bytes) -> None:
         if not data:
             return
-        self._last_write = self.clock.seconds()
+        self._last_write = self.reactor.seconds()
         self.request.write(data)
 
     def _beat(self) -> None:
-        quiet = self.clock.seconds() - self._last_write
+        quiet = self.reactor.seconds() - self._last_write
         if quiet >= self.heartbeat:
             self._write(self.encoder.heartbeat())
             quiet = 0.0
-        self._timer = self.clock.callLater(self.heartbeat - quiet, self._beat)
+        self._timer = self.reactor.callLater(self.heartbeat - quiet, self._beat)
 
     def _stop(self) -> None:
         super()._stop()

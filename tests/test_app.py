@@ -16,7 +16,7 @@ from twisted.web.resource import Resource
 
 from claude_proxy.app import ProxyAPI
 from claude_proxy.auth import KeyRing
-from claude_proxy.cli import Health
+from claude_proxy.cli_probe import Health
 from claude_proxy.gate import LOOPBACK_NAMES, Gate
 from claude_proxy.metrics import Metrics
 from claude_proxy.plan import CLISettings

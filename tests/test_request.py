@@ -5,7 +5,7 @@ import pytest
 from claude_proxy.conversation import Conversation, Message
 from claude_proxy.models import resolve
 from claude_proxy.plan import CLISettings, build_plan
-from claude_proxy.request import Request, settled
+from claude_proxy.request import NeutralRequest, settled
 from claude_proxy.tools import Tool
 
 CALL = {"type": "tool_use", "id": "toolu_1", "name": "mcp__client__read", "input": {}}
@@ -28,13 +28,13 @@ def tool_loop(*reply):
     ("claude-sonnet-4", {"sonnet": "claude-sonnet-5-5"}, (SIGNED, CALL), "high"),
 ])
 def test_a_cold_replay_inside_a_tool_loop(model, aliases, reply, effort):
-    request = settled(Request(resolve(model), tool_loop(*reply), tools=READ, effort="high"))
+    request = settled(NeutralRequest(resolve(model), tool_loop(*reply), tools=READ, effort="high"))
     assert request.effort == "high"  # as asked: a live session keeps thinking on
     plan = build_plan(request, CLISettings("/bin/claude"), {}, aliases)
     assert plan.cold_settings.effort == effort and plan.settings.effort == "high"
 
 
 def test_without_tools_the_loop_is_text_and_thinking_stays():
-    request = settled(Request(resolve("sonnet"), tool_loop(CALL), effort="high"))
+    request = settled(NeutralRequest(resolve("sonnet"), tool_loop(CALL), effort="high"))
     assert not request.conversation.uses_tools()
     assert request.effort == "high"

@@ -9,7 +9,7 @@ import os
 import pytest
 from attrs import define, field
 
-from claude_proxy.live import ToolResult
+from claude_proxy.continuation import ToolResult
 from claude_proxy.models import Aliases
 from claude_proxy.openai_chat.parse import parse_chat_request
 from claude_proxy.plan import CLISettings, TurnSettings, build_plan

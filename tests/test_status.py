@@ -1,7 +1,7 @@
 """The status page's snapshot of accounts: windows in order, with their resets; skips."""
 
 from claude_proxy.accounts import Account, Accounts
-from claude_proxy.cli import Health
+from claude_proxy.cli_probe import Health
 from claude_proxy.events import RateLimit, Window
 from claude_proxy.status.snapshot import accounts_json
 

@@ -17,7 +17,7 @@ import json
 from math import ceil
 
 from claude_proxy.conversation import Block
-from claude_proxy.request import Request
+from claude_proxy.request import NeutralRequest
 
 CHARS_PER_TOKEN = 4
 IMAGE_TOKENS = 1600
@@ -47,7 +47,7 @@ def _chars(block: Block) -> tuple[int, int]:
     return 0, 0  # redacted thinking: not counted by the API either
 
 
-def estimate(request: Request) -> int:
+def estimate(request: NeutralRequest) -> int:
     chars = len(request.system)
     images = 0
     for message in request.conversation.messages:

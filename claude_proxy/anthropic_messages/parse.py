@@ -12,7 +12,7 @@ from claude_proxy.conversation import Block, Conversation, conversation_of, text
 from claude_proxy.errors import APIError, bad_request
 from claude_proxy.images import base64_image, url_image
 from claude_proxy.models import resolve
-from claude_proxy.request import EFFORTS, OutputFormat, Request, output_schema, settled
+from claude_proxy.request import EFFORTS, NeutralRequest, OutputFormat, output_schema, settled
 from claude_proxy.tools import (
     Tool, ToolChoice, anthropic_tool_id, make_tool, model_tool_name, unique_tools,
 )
@@ -43,7 +43,7 @@ DEFAULT_EFFORT = "high"
 class Parsed:
     """A request, and the kinds of server tools it offered that were left out."""
 
-    request: Request
+    request: NeutralRequest
     left_out: tuple[str, ...] = ()
 
 
@@ -368,7 +368,7 @@ def parse_messages_request(body: dict, image_urls: bool = False,
     tools, left_out = parse_tools(body.get("tools"))
     output_config = body.get("output_config") or {}
     _object(output_config, "output_config")
-    request = Request(
+    request = NeutralRequest(
         model=model,
         conversation=conversation,
         stream=bool(body.get("stream")),

@@ -14,7 +14,7 @@ from claude_proxy.openai_content import (
     content_blocks, effort_of, optional_int, output_format, parse_tool_choice, texts_of,
     tool_result_block, tool_use_block,
 )
-from claude_proxy.request import Request, settled
+from claude_proxy.request import NeutralRequest, settled
 from claude_proxy.stops import parse_stop
 from claude_proxy.tools import Tool, make_tool, unique_tools
 
@@ -116,7 +116,7 @@ def parse_conversation(messages: object, image_urls: bool = False) -> Conversati
     return conversation_of(system, turns)
 
 
-def parse_chat_request(body: dict, image_urls: bool = False) -> Request:
+def parse_chat_request(body: dict, image_urls: bool = False) -> NeutralRequest:
     model = resolve(body.get("model"))
     _refuse_unsupported(body)
     conversation = parse_conversation(body.get("messages"), image_urls)
@@ -132,7 +132,7 @@ def parse_chat_request(body: dict, image_urls: bool = False) -> Request:
     if max_tokens is None:
         max_tokens = optional_int(body, "max_tokens")
     tools = parse_tools(body.get("tools"))
-    return settled(Request(
+    return settled(NeutralRequest(
         model=model,
         conversation=conversation,
         stream=bool(stream),

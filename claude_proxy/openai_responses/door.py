@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from attrs import Factory, define, field
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
@@ -77,9 +78,9 @@ def assistant_blocks(answer: Answer) -> tuple[Block, ...]:
 @define
 class ResponsesDoor:
     image_urls: bool = False  # pass http(s) image URLs on for the API to fetch
-    clock: Any = field(kw_only=True)  # IReactorTime, for the store's time to live
+    reactor: IReactorTime = field(kw_only=True)  # for the store's time to live
     store: ResponseStore = field(
-        default=Factory(lambda self: ResponseStore(self.clock), takes_self=True), kw_only=True)
+        default=Factory(lambda self: ResponseStore(self.reactor), takes_self=True), kw_only=True)
     _told: set[str] = field(factory=set, init=False)  # tool kinds already logged as left out
 
     def open(self, body: dict, http: IRequest, ids: Ids) -> Opened:
@@ -92,13 +93,13 @@ class ResponsesDoor:
                          "(the proxy cannot serve them); logged once", kind=kind)
         shape = Shape(f"resp_{ids.request_id}", parsed.request.model.id, ids.created,
                       echo(body, parsed), parsed.names, parsed.summary, parsed.encrypted)
-        keep = None
+        store_response = None
         if parsed.store:
-            def keep(response: dict, answer: Answer) -> None:
+            def store_response(response: dict, answer: Answer) -> None:
                 context = Context(parsed.context.system,
                                   parsed.context.turns + (("assistant", assistant_blocks(answer)),))
                 self.store.put(response, context)
-        return Opened(parsed.request, ResponsesEncoder(shape, keep), ignored_params(body))
+        return Opened(parsed.request, ResponsesEncoder(shape, store_response), ignored_params(body))
 
     def _previous(self, response_id: object) -> Context | None:
         if response_id is None:

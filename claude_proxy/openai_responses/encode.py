@@ -4,7 +4,7 @@ events (`response.created` … `response.completed`), each with a
 `sequence_number` counting from 0. The answer's parts map one to one onto
 output items: thinking → `reasoning`, text → `message`, a tool call →
 `function_call`; item ids are the response's id and the item's index, so the
-streamed items and the final object agree. Pure (the `keep` callback lets the
+streamed items and the final object agree. Pure (the `store_response` callback lets the
 door store a finished response).
 """
 
@@ -158,7 +158,7 @@ class _Item:
 @define
 class ResponsesEncoder:
     shape: Shape
-    keep: Callable[[dict, Answer], None] | None = None  # stores a finished response
+    store_response: Callable[[dict, Answer], None] | None = None
     _seq: int = field(default=0, init=False)
     _item: _Item | None = field(default=None, init=False)
     _count: int = field(default=0, init=False)
@@ -174,8 +174,8 @@ class ResponsesEncoder:
         return {**response, "output_text": output_text}
 
     def _kept(self, response: dict, answer: Answer) -> None:
-        if self.keep is not None:
-            self.keep(response, answer)
+        if self.store_response is not None:
+            self.store_response(response, answer)
 
     def _event(self, kind: str, **data: Any) -> bytes:
         seq, self._seq = self._seq, self._seq + 1

@@ -25,7 +25,7 @@ from claude_proxy.openai_content import (
     content_blocks, effort_of, optional_int, output_format, parse_tool_choice, texts_of,
     tool_result_block, tool_use_block,
 )
-from claude_proxy.request import Request, settled
+from claude_proxy.request import NeutralRequest, settled
 from claude_proxy.tools import Tool, make_tool, unique_tools
 
 # Accepted and documented as ignored: the CLI has no way to pass them on.
@@ -63,7 +63,7 @@ class Context:
 
 @frozen
 class Parsed:
-    request: Request
+    request: NeutralRequest
     context: Context  # everything but `instructions`, for a stored response to continue from
     names: dict[str, tuple[str, str]]  # a flattened tool name → (namespace, name)
     left_out: tuple[str, ...]  # kinds of tools not offered (hosted ones)
@@ -310,7 +310,7 @@ def parse_responses_request(body: dict, previous: Context | None = None,
                                    [(role, _blocks(blocks, effort)) for role, blocks in context.turns],
                                    "input")
     tools, names, left_out = parse_tools(body.get("tools"))
-    request = settled(Request(
+    request = settled(NeutralRequest(
         model=model,
         conversation=conversation,
         stream=_flag(body, "stream", False),

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from typing import Any, Protocol
+from typing import Protocol
 
 from attrs import define, field, frozen
+from twisted.internet.interfaces import IReactorTime
 
 from claude_proxy.openai_responses.parse import Context
 
@@ -52,7 +53,7 @@ def context_of(text: str) -> Context:
 
 @define
 class ResponseStore:
-    clock: Any  # IReactorTime
+    reactor: IReactorTime
     max_responses: int = MAX_RESPONSES
     max_bytes: int = MAX_BYTES
     ttl: float = TTL_SECONDS
@@ -65,7 +66,7 @@ class ResponseStore:
 
     def put(self, response: dict, context: Context) -> None:
         self._keep(response, context, json.dumps(response), context_json(context),
-                   self.clock.seconds(), save=True)
+                   self.reactor.seconds(), save=True)
 
     def restore(self, at: float, response: str, context: str) -> None:
         """One response as the state file kept it (at start-up, oldest first)."""
@@ -102,7 +103,7 @@ class ResponseStore:
 
     def _expire(self) -> None:
         # Stored in time order, so the expired ones are at the front.
-        deadline = self.clock.seconds() - self.ttl
+        deadline = self.reactor.seconds() - self.ttl
         while self._items:
             oldest = next(iter(self._items.values()))
             if oldest.at > deadline:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from claude_proxy.accounts import Accounts
-from claude_proxy.cli import Health
+from claude_proxy.cli_probe import Health
 from claude_proxy.history import History
 from claude_proxy.runner import RunnerSnapshot
 

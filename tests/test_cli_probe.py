@@ -1,6 +1,6 @@
 """The CLI probe behind /health: cached, one probe at a time, killed on timeout."""
 
-from claude_proxy.cli import VERSION_TIMEOUT, CLIProbe
+from claude_proxy.cli_probe import VERSION_TIMEOUT, CLIProbe
 
 from tests.fakes import FakeProcessReactor
 

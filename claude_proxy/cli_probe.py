@@ -10,13 +10,14 @@ import os
 import shutil
 import subprocess
 from collections.abc import Mapping
-from typing import Any
 
 from attrs import define, field, frozen
 from twisted.internet import defer
 from twisted.internet.error import ProcessExitedAlready, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
+
+from claude_proxy.process import ProcessReactor
 
 INSTALL_HINT = (
     "Install it with `npm install -g @anthropic-ai/claude-code`, run `claude` once to log "
@@ -109,7 +110,7 @@ class CLIProbe:
     The CLI's health for /health, cached briefly so polling costs little.
     """
 
-    reactor: Any  # IReactorProcess and IReactorTime
+    reactor: ProcessReactor
     path: str
     env: Mapping[str, str]
     _last: Health | None = field(default=None)

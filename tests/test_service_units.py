@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from claude_proxy import launcher
-from claude_proxy.cli import CLIMissing
-from claude_proxy.launcher import daemon_options, main, systemd_quote
+from claude_proxy import service_units
+from claude_proxy.cli_probe import CLIMissing
+from claude_proxy.service_units import daemon_options, main, systemd_quote
 
 UID = 501
 OPTIONS = ["--listen", "tcp:4000:interface=127.0.0.1", "--listen", "unix:/tmp/p.sock",
@@ -105,11 +105,11 @@ def test_program_arguments_run_twistd_and_parse_back(env, capsys):
 
 def test_path_starts_with_claude_then_twistd(env, capsys):
     path = plist_of(env, capsys)["EnvironmentVariables"]["PATH"].split(":")
-    assert path == [str(env.claude.parent), str(env.twistd.parent), *launcher.STANDARD_PATH]
+    assert path == [str(env.claude.parent), str(env.twistd.parent), *service_units.STANDARD_PATH]
 
 
 def test_path_drops_duplicates_keeping_order():
-    assert launcher.search_path("/opt/homebrew/bin", "/opt/homebrew/bin").split(":") == [
+    assert service_units.search_path("/opt/homebrew/bin", "/opt/homebrew/bin").split(":") == [
         "/opt/homebrew/bin", "/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"]
 
 
@@ -190,7 +190,7 @@ def test_unit_sections(env, capsys):
                  "[Install]", "WantedBy=default.target",
                  "Description=claude-proxy (OpenAI-compatible API over the Claude Code CLI)"):
         assert line in unit.splitlines()
-    path = f"{env.claude.parent}:{env.twistd.parent}:" + ":".join(launcher.STANDARD_PATH)
+    path = f"{env.claude.parent}:{env.twistd.parent}:" + ":".join(service_units.STANDARD_PATH)
     assert unit_value(unit, "Environment") == f'"PATH={path}"'
     assert unit_value(unit, "TimeoutStopSec") == "45"
 
@@ -207,9 +207,9 @@ def test_unit_quotes_an_awkward_argument(env, capsys):
 
 
 def test_stop_timeout_follows_shutdown_grace():
-    assert launcher.stop_timeout({}) == 45
-    assert launcher.stop_timeout({"shutdown-grace": 60.0}) == 75
-    assert launcher.stop_timeout({"shutdown-grace": "2.5"}) == 18
+    assert service_units.stop_timeout({}) == 45
+    assert service_units.stop_timeout({"shutdown-grace": 60.0}) == 75
+    assert service_units.stop_timeout({"shutdown-grace": "2.5"}) == 18
 
 
 def test_systemd_install_writes_and_starts(env, capsys, tmp_path):
@@ -292,24 +292,24 @@ def test_find_twistd_prefers_this_pythons(tmp_path):
     bin_ = tmp_path / "bin"
     bin_.mkdir()
     (bin_ / "python").touch()
-    assert launcher.find_twistd(str(bin_ / "python"), lambda name: "/usr/bin/twistd") == \
+    assert service_units.find_twistd(str(bin_ / "python"), lambda name: "/usr/bin/twistd") == \
         "/usr/bin/twistd"
     (bin_ / "twistd").touch(mode=0o755)
-    assert launcher.find_twistd(str(bin_ / "python"), lambda name: "/usr/bin/twistd") == \
+    assert service_units.find_twistd(str(bin_ / "python"), lambda name: "/usr/bin/twistd") == \
         str(bin_ / "twistd")
-    assert launcher.find_twistd(str(tmp_path / "none" / "python"), lambda name: None) is None
+    assert service_units.find_twistd(str(tmp_path / "none" / "python"), lambda name: None) is None
 
 
 def test_default_runner_reports_status_and_stderr(tmp_path):
-    code, err = launcher.run_command(
+    code, err = service_units.run_command(
         [sys.executable, "-c", "import sys; sys.stderr.write('no such service'); sys.exit(3)"])
     assert (code, err) == (3, "no such service")
-    code, err = launcher.run_command([str(tmp_path / "missing")])
+    code, err = service_units.run_command([str(tmp_path / "missing")])
     assert code == 127 and "missing" in err
 
 
 def test_shutdown_grace_reaches_timeout_stop_sec(env, capsys):
-    if "shutdown-grace" not in launcher.tap.Options():
+    if "shutdown-grace" not in service_units.tap.Options():
         pytest.skip("tap.Options has no --shutdown-grace yet")
     unit = unit_of(env, capsys, "--shutdown-grace", "60")
     assert unit_value(unit, "TimeoutStopSec") == "75"

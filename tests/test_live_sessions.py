@@ -10,7 +10,7 @@ import pytest
 from attrs.exceptions import FrozenInstanceError
 
 from claude_proxy.answer import Answer
-from claude_proxy.live import canonical_id, continuation
+from claude_proxy.continuation import canonical_id, continuation_of
 from claude_proxy.live_sessions import LiveSessions
 from claude_proxy.openai_chat.encode import ChatEncoder
 from claude_proxy.openai_chat.parse import parse_chat_request
@@ -48,7 +48,7 @@ def ask(runner, messages, key="k", tools=None, **extra):
     plan = build_plan(request, CLISettings("/bin/claude"), {})
     writer = BufferedWriter(ChatEncoder("c", "m", 0), answer=Answer())
     writer.done.addErrback(lambda f: None)
-    writer.begin(runner.submit(plan, writer, continuation(plan, request, key)))
+    writer.begin(runner.submit(plan, writer, continuation_of(plan, request, key)))
     return writer
 
 

@@ -23,7 +23,7 @@ from attrs import frozen
 from claude_proxy.answer import END_TURN, TOOL_USE, Answer
 from claude_proxy.conversation import Block, Message
 from claude_proxy.plan import RunPlan, TurnSettings, user_line
-from claude_proxy.request import Request
+from claude_proxy.request import NeutralRequest
 from claude_proxy.tools import model_tool_name
 
 _NOT_ALNUM = re.compile(r"[^A-Za-z0-9]")
@@ -156,7 +156,7 @@ def tool_results(message: Message) -> tuple[ToolResult, ...] | None:
     return tuple(results) or None
 
 
-def continuation(plan: RunPlan, request: Request, key_id: str | None) -> Continuation:
+def continuation_of(plan: RunPlan, request: NeutralRequest, key_id: str | None) -> Continuation:
     """How this request would continue a live session, and be kept after it."""
     conversation = request.conversation
     kept = {"messages": conversation.messages, "structured": request.output is not None}

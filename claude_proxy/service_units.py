@@ -26,7 +26,7 @@ from attrs import frozen
 from twisted.python import usage
 
 from claude_proxy import tap
-from claude_proxy.cli import CLIMissing, find_claude
+from claude_proxy.cli_probe import CLIMissing, find_claude
 
 PROG = "claude-proxy-service"
 LABEL = "dev.claude-proxy"

@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 from attrs import define
 
+from claude_proxy.cli_lifetime import (
+    CannotRun, Tether, record_name, same_start, start_time, util_linux_chain,
+)
 from claude_proxy.turn import start_error
-from claude_proxy.tether import CannotRun, Tether, record_name, same_start, start_time, util_linux_chain
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's /proc")
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,7 +70,7 @@ def test_the_wrapper_gives_up_when_its_daemon_is_not_its_parent(tmp_path, way):
 # A stand-in daemon: it starts `sh` tied to itself, says the pid, and waits.
 DAEMON = """
 import subprocess, sys
-from claude_proxy.tether import Tether
+from claude_proxy.cli_lifetime import Tether
 tether = Tether(sys.argv[1]) if sys.argv[2] == "util-linux" else Tether(sys.argv[1], prefix=None)
 child = subprocess.Popen(tether.argv(["/bin/sh", "-c", "echo tied; exec sleep 600"]))
 print(child.pid, flush=True)
