@@ -30,10 +30,11 @@ from tests.integration.daemons import (
 pytestmark = pytest.mark.slow
 
 # Short timeouts so the hang cases end quickly. The fake CLI starts in ~0.1 s,
-# the real one in ~0.5 s, but on 2 busy cores both can take seconds.
-FAKE_IDLE, FAKE_TOTAL = 6, 12
+# the real one in ~0.5 s, but on 2 busy cores both can take seconds: the total
+# leaves a silent CLI's idle timer room to fire first even when it started late.
+FAKE_IDLE, FAKE_TOTAL = 6, 20
 API_IDLE, API_TOTAL = 10, 60
-SLOW_GAP = 1.5  # seconds between the slow fake CLI's 12 lines: never idle, always over FAKE_TOTAL
+SLOW_GAP = 2.0  # seconds between the slow fake CLI's 12 lines: never idle, always over FAKE_TOTAL
 HOLD_HEADERS = HOLD_HEADERS_SECONDS
 BUSY_AT_ONCE = 4  # cells asked at once, besides those waiting for a timeout
 # "Did not hang": a cell that waits for a timeout ends within this much of it.
