@@ -153,7 +153,7 @@ EXEC = json.dumps([{"name": "exec_command", "input": {"cmd": "ls"}}])
 WRITE = json.dumps([{"name": "Write", "input": {"file_path": "/tmp/x", "content": "x"}}])
 
 
-def codex_steps(port: int, i: int) -> list[float]:
+def codex_steps(port: int, i: int, quiet: Callable[[], None]) -> list[float]:
     """Codex: store false, the whole input each time, reasoning on; a call, its result, more."""
     base = {"model": "claude-sonnet-4", "store": False, "stream": True, "tool_choice": "auto",
             "reasoning": {"effort": "medium", "summary": "auto"},
@@ -168,13 +168,15 @@ def codex_steps(port: int, i: int) -> list[float]:
     [call] = [o for o in out if o["type"] == "function_call"]
     items += [*out, {"type": "function_call_output", "call_id": call["call_id"],
                      "output": "Process exited with code 0\nOutput:\na.txt"}]
+    quiet()
     ttft, answer = stream_answer(port, "/v1/responses", {**base, "input": items})
     items += [*answer, {"type": "message", "role": "user",
                         "content": [{"type": "input_text", "text": "And now?"}]}]
+    quiet()
     return [ttft, stream_answer(port, "/v1/responses", {**base, "input": items})[0]]
 
 
-def claude_code_steps(port: int, i: int) -> list[float]:
+def claude_code_steps(port: int, i: int, quiet: Callable[[], None]) -> list[float]:
     """Claude Code: adaptive thinking, system blocks, its whole history each time."""
     base = {"model": "claude-sonnet-4", "max_tokens": 32000, "stream": True,
             "thinking": {"type": "adaptive"}, "output_config": {"effort": "high"},
@@ -187,8 +189,10 @@ def claude_code_steps(port: int, i: int) -> list[float]:
     messages += [{"role": "assistant", "content": reply["content"]},
                  {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use["id"],
                                                "content": "File created"}]}]
+    quiet()
     ttft, answer = stream_answer(port, "/v1/messages", {**base, "messages": messages})
     messages += [{"role": "assistant", "content": answer}, {"role": "user", "content": "And now?"}]
+    quiet()
     return [ttft, stream_answer(port, "/v1/messages", {**base, "messages": messages})[0]]
 
 
@@ -200,8 +204,8 @@ def one(side: str, measure: str, i: int, servers: dict, bare) -> list[float] | N
     if measure == "first":
         return [stream_once(port, BODY)["ttft"]]
     if measure in ("codex", "claude_code"):
-        return None if side == "D" else (codex_steps if measure == "codex"
-                                         else claude_code_steps)(port, i)
+        steps = codex_steps if measure == "codex" else claude_code_steps
+        return None if side == "D" else steps(port, i, servers[side].quiet)
     first, then = second_turn(i) if measure == "second" else tool_turns(i)
     reply = complete(port, first)
     servers[side].quiet()
