@@ -29,7 +29,8 @@ from claude_proxy.door import FrontDoor, Ids, Opened
 from claude_proxy.error_shapes import shaped_error, speaks_anthropic, unified_headers
 from claude_proxy.errors import APIError
 from claude_proxy.events import RateLimit
-from claude_proxy.gate import exchange_of
+from claude_proxy.exchange import INVALID, REFUSED, RUN_FAILED, Exchange
+from claude_proxy.gate import ProxyRequest
 from claude_proxy.history import History
 from claude_proxy.live_sessions import SessionsSnapshot
 from claude_proxy.metrics import CONTENT_TYPE, Metrics
@@ -201,9 +202,9 @@ class ProxyAPI:
     def count_tokens(self, request: IRequest) -> bytes:
         return _json(request, 200, self.messages.count_tokens(parse_body(request.content.read())))
 
-    async def _serve(self, request: IRequest, door: FrontDoor) -> bytes | None:
+    async def _serve(self, request: ProxyRequest, door: FrontDoor) -> bytes | None:
         """One request through a front door: parse, plan, run, and encode its answer."""
-        exchange = exchange_of(request)
+        exchange = request.exchange
         key = exchange.key_id
         ids = Ids(exchange.request_id, int(self.reactor.seconds()))
         opened = door.open(parse_body(request.content.read()), request, ids)
@@ -218,12 +219,12 @@ class ProxyAPI:
             self._release(key)
         return None if body is None else _json(request, 200, body)
 
-    async def _answer(self, request: IRequest, opened: Opened) -> dict | None:
+    async def _answer(self, request: ProxyRequest, opened: Opened) -> dict | None:
         """
         The answer from the conversation's account; when an account refuses
         (a limit, extra usage, no login) before any byte went out, the next.
         """
-        exchange = exchange_of(request)
+        exchange = request.exchange
         wanted = opened.request
         accounts = self.accounts.route(conversation_key(wanted, exchange.key_id),
                                        self.reactor.seconds())
@@ -257,9 +258,9 @@ class ProxyAPI:
             return body
         raise self.accounts.refusal(self.reactor.seconds())
 
-    def _writer(self, request: IRequest, opened: Opened,
+    def _writer(self, request: ProxyRequest, opened: Opened,
                 account: Account) -> BufferedWriter | StreamWriter:
-        exchange = exchange_of(request)
+        exchange = request.exchange
         wanted = opened.request
 
         def first_output() -> None:
@@ -297,28 +298,21 @@ class ProxyAPI:
     def usage(self, request: IRequest) -> bytes:
         return _json(request, 200, self.accounts.to_json(self.reactor.seconds()))
 
-    def _account(self, exchange: Any, writer: BufferedWriter | StreamWriter) -> None:
-        usage = writer.usage
-        if usage is not None:
-            exchange.prompt_tokens = usage.prompt_tokens
-            exchange.completion_tokens = usage.output_tokens
-            exchange.cache_read_tokens = usage.cache_read_tokens
-            self.metrics.answered(exchange.model, exchange.first_token,
-                                  usage.prompt_tokens, usage.output_tokens)
+    def _account(self, exchange: Exchange, writer: BufferedWriter | StreamWriter) -> None:
+        """What the run that answered (or failed last) tells the request's record."""
+        if writer.usage is not None:
+            exchange.usage = writer.usage
         if writer.error is not None:
             # Also when it went out as an SSE event after a 200.
-            exchange.error_code = writer.error.code
-            self.metrics.failed(writer.error.code or "unknown")
+            exchange.failed(writer.error, RUN_FAILED)
 
     @app.handle_errors(APIError)
-    def api_error(self, request: IRequest, failure: Failure) -> bytes:
+    def api_error(self, request: ProxyRequest, failure: Failure) -> bytes:
         error = failure.value
-        exchange = exchange_of(request)
-        if exchange.error_code is None and (error.status == 429 or error.status >= 500):
-            # Refused before any CLI ran (queue full, a key's limit, shutting down);
-            # failures of a run were counted as it ended.
-            self.metrics.failed(error.code or "unknown")
-        exchange.error_code = error.code
+        # Unless a run failed with it: refused before any CLI ran (queue full, a key's
+        # limit, shutting down), or a bad request.
+        request.exchange.failed(error, REFUSED if error.status == 429 or error.status >= 500
+                                else INVALID)
         if error.retry_after is not None:
             request.setHeader(b"retry-after", str(error.retry_after).encode())
         if speaks_anthropic(request.path, request.getHeader(b"anthropic-version")):

@@ -1,21 +1,20 @@
 """
 What every request passes before a route sees it: a request id, the browser
 origin check (CORS alone does not stop a cross-site POST from running), the
-API key, the body size limit; and after it, one access log line and the
-request metrics.
+API key, the body size limit. The daemon's own request class carries the
+request's record (exchange.py), begun as the site hands the request on and
+recorded by the observer (observer.py) when it ends.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 from urllib.parse import unquote_to_bytes
 
 from attrs import define, field
 from twisted.internet.address import UNIXAddress
-from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.resource import Resource
@@ -24,8 +23,8 @@ from twisted.web.server import Request, Site
 from claude_proxy.auth import INVALID_KEY, KeyRing, presented_key
 from claude_proxy.error_shapes import shaped_error, speaks_anthropic
 from claude_proxy.errors import APIError
-from claude_proxy.history import History, record_of
-from claude_proxy.metrics import Metrics
+from claude_proxy.exchange import INVALID, Exchange
+from claude_proxy.observer import RequestObserver
 
 log = Logger()
 
@@ -45,28 +44,6 @@ ENDPOINTS = {
     b"/": "status_page",
     b"/status/data": "status",
 }
-# Logged at debug level only: the status page polls every few seconds.
-QUIET_ENDPOINTS = frozenset({"status"})
-
-
-@define
-class Exchange:
-    """What is known of one request, filled in as it is answered; logged at its end."""
-
-    request_id: str
-    started: float
-    key_id: str | None = None
-    model: str = "-"
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cache_read_tokens: int = 0  # of prompt_tokens, read from the prompt cache
-    account: str | None = None  # the account that answered (or refused last)
-    first_token: float | None = None  # seconds after `started`
-    error_code: str | None = None
-
-
-def exchange_of(request: Any) -> Exchange:
-    return request.exchange
 
 
 def endpoint_of(path: bytes) -> str:
@@ -89,13 +66,14 @@ def error_body(path: bytes, anthropic_version: bytes | None, error: APIError) ->
     return status, json.dumps(body).encode("utf-8")
 
 
-def _error(request: Request, error: APIError, extra: dict[bytes, bytes] | None = None) -> bytes:
+def _error(request: ProxyRequest, error: APIError,
+           extra: dict[bytes, bytes] | None = None) -> bytes:
     status, body = error_body(request.path, request.getHeader(b"anthropic-version"), error)
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
     for name, value in (extra or {}).items():
         request.setHeader(name, value)
-    exchange_of(request).error_code = error.code
+    request.exchange.failed(error, INVALID)
     return body
 
 
@@ -145,26 +123,21 @@ def origin_refused(origin: str) -> APIError:
 class Gate(Resource):
     inner: Any  # the API's resource (a Klein resource: a leaf that routes by itself)
     keys: KeyRing
-    metrics: Metrics
-    reactor: IReactorTime
     origins: frozenset[str] = frozenset()
     # Host names answered (None: any). Without API keys only the loopback names are,
     # so a page that rebinds its own name to 127.0.0.1 cannot use the proxy.
     hosts: frozenset[str] | None = None
-    history: History | None = None  # the status page's record of recent requests
     isLeaf: bool = field(default=True, init=False)
 
     def __attrs_post_init__(self) -> None:
         Resource.__init__(self)
 
-    def render(self, request: Request) -> bytes | int:
-        exchange = Exchange(uuid.uuid4().hex, self.reactor.seconds())
-        request.exchange = exchange
+    def render(self, request: ProxyRequest) -> bytes | int:
+        exchange = request.exchange
         request.setHeader(b"x-request-id", exchange.request_id.encode())
         if speaks_anthropic(request.path, request.getHeader(b"anthropic-version")):
             # Anthropic's name for it: the anthropic SDK's `_request_id`, shown by Claude Code.
             request.setHeader(b"request-id", exchange.request_id.encode())
-        request.notifyFinish().addBoth(self._finished, request)
 
         refusal = path_refusal(request.path)
         if refusal is not None:
@@ -202,34 +175,20 @@ class Gate(Resource):
         request.setHeader(b"access-control-max-age", PREFLIGHT_MAX_AGE)
         return b""
 
-    def _finished(self, result: object, request: Request) -> None:
-        exchange = exchange_of(request)
-        gone = result is not None  # notifyFinish fails when the client went away first
-        status = 499 if gone else request.code
-        seconds = self.reactor.seconds() - exchange.started
-        endpoint = endpoint_of(request.path)
-        self.metrics.request_done(endpoint, exchange.model, status, seconds)
-        record = record_of(request.path, request.getHeader(b"user-agent"), exchange, status, seconds)
-        if record is not None and self.history is not None:
-            self.history.add(record)
-        emit = log.debug if endpoint in QUIET_ENDPOINTS else log.info
-        emit(
-            "{request_id} {method} {path} {status} {duration_ms}ms model={model} "
-            "prompt_tokens={prompt_tokens} completion_tokens={completion_tokens}",
-            request_id=exchange.request_id, method=request.method.decode("ascii", "replace"),
-            path=request.path.decode("utf-8", "replace"), status=status,
-            duration_ms=round(seconds * 1000), model=exchange.model,
-            prompt_tokens=exchange.prompt_tokens, completion_tokens=exchange.completion_tokens,
-            first_token_ms=None if exchange.first_token is None else round(exchange.first_token * 1000),
-            key_id=exchange.key_id, error_code=exchange.error_code,
-        )
+class ProxyRequest(Request):
+    """
+    The daemon's request: its record (`exchange`), begun as the site hands it
+    to the resources; a body that may not exceed the site's max_body_bytes
+    (413 at once).
+    """
 
-
-class LimitedRequest(Request):
-    """A request whose body may not exceed the site's max_body_bytes (413 at once)."""
-
+    exchange: Exchange
     _received = 0
     _refused = False
+
+    def process(self) -> None:
+        self.exchange = self.channel.site.observer.begin(self)
+        super().process()
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self.channel.site.max_body_bytes:
@@ -372,18 +331,19 @@ class ProxyChannel(HTTPChannel):
 class ProxySite(Site):
     """
     The daemon's Site: bounded bodies and read times, JSON refusals;
-    access logging is the Gate's (no prompt text).
+    access logging is the observer's (no prompt text).
     """
 
-    requestFactory = LimitedRequest
+    requestFactory = ProxyRequest
     displayTracebacks = False
 
-    def __init__(self, resource: Resource, max_body_bytes: int,
+    def __init__(self, resource: Resource, observer: RequestObserver, max_body_bytes: int,
                  read_timeout: float = READ_TIMEOUT, **kw: Any) -> None:
         # Twisted would parse form bodies before any resource runs, and answer a
         # bad multipart one with an empty 400: this API speaks JSON whatever the
         # content type says, and its own parser gives the errors.
         super().__init__(resource, parsePOSTFormSubmission=False, **kw)
+        self.observer = observer
         self.max_body_bytes = max_body_bytes
         self.read_timeout = read_timeout
 

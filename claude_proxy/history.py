@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 import re
 from collections import deque
-from typing import Any
-
 from attrs import asdict, define, field, frozen
 
+from claude_proxy.exchange import Exchange
 from claude_proxy.state import StateFile
 
 # The paths whose requests are recorded, and the name each API is shown under.
@@ -138,14 +137,16 @@ class History:
                 for m in range(current - MINUTES + 1, current + 1)]
 
 
-def record_of(path: bytes, user_agent: bytes | None, exchange: Any, status: int,
+def record_of(path: bytes, user_agent: bytes | None, exchange: Exchange, status: int,
               seconds: float) -> Record | None:
     """The record of a finished request, if it went to a wire API."""
     api = APIS.get(path)
     if api is None:
         return None
+    usage = exchange.usage
     return Record(at=exchange.started, api=api, client=client_of(user_agent),
                   model=exchange.model, account=exchange.account, status=status,
                   error=exchange.error_code, first_token=exchange.first_token,
-                  duration=seconds, tokens_in=exchange.prompt_tokens,
-                  cache_read=exchange.cache_read_tokens, tokens_out=exchange.completion_tokens)
+                  duration=seconds, tokens_in=usage.prompt_tokens if usage else 0,
+                  cache_read=usage.cache_read_tokens if usage else 0,
+                  tokens_out=usage.output_tokens if usage else 0)

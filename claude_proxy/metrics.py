@@ -34,6 +34,7 @@ class Metrics:
     first_token: Histogram = field(init=False)
     tokens: Counter = field(init=False)
     failures: Counter = field(init=False)
+    refusals: Counter = field(init=False)
     _models: set = field(factory=set, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -50,6 +51,9 @@ class Metrics:
                               ["model", "direction"], registry=r)
         self.failures = Counter("claude_proxy_cli_failures", "CLI runs that failed, by kind.",
                                 ["kind"], registry=r)
+        self.refusals = Counter("claude_proxy_refusals", "Requests refused before any CLI ran "
+                                "(queue full, a key's limit, no account left, shutting down), "
+                                "by kind.", ["kind"], registry=r)
         r.register(_Load(self.runner))
         r.register(_Quota(self.accounts))
 
@@ -71,6 +75,9 @@ class Metrics:
 
     def failed(self, kind: str) -> None:
         self.failures.labels(kind).inc()
+
+    def refused(self, kind: str) -> None:
+        self.refusals.labels(kind).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -24,10 +24,11 @@ from claude_proxy.app import ProxyAPI
 from claude_proxy.auth import KeyFileError, KeyRing
 from claude_proxy.cli_lifetime import Tether, default_state_dir, record_name
 from claude_proxy.cli_probe import CLIMissing, CLIProbe, find_claude, version_now
-from claude_proxy.gate import LOOPBACK_NAMES, Gate, ProxySite
+from claude_proxy.gate import LOOPBACK_NAMES, Gate, ProxySite, endpoint_of
 from claude_proxy.history import History
 from claude_proxy.live_sessions import LiveSessions
 from claude_proxy.metrics import Metrics
+from claude_proxy.observer import RequestObserver
 from claude_proxy.openai_responses.store_file import StoredResponses
 from claude_proxy.plan import CLISettings, child_env
 from claude_proxy.pool import WarmPool
@@ -374,9 +375,10 @@ def makeService(options: Options, reactor: DaemonReactor | None = None,
     hosts = None
     if not keys.enabled and not options["insecure-no-auth"]:
         hosts = LOOPBACK_NAMES | {i for i in map(interface_of, options["listen"]) if i}
-    gate = Gate(api.resource(), keys, metrics, reactor, frozenset(options["cors-origin"]), hosts,
-                history)
-    site = ProxySite(gate, options["max-body-bytes"], options["read-timeout"], reactor=reactor)
+    gate = Gate(api.resource(), keys, frozenset(options["cors-origin"]), hosts)
+    observer = RequestObserver(metrics, reactor, endpoint_of, history)
+    site = ProxySite(gate, observer, options["max-body-bytes"], options["read-timeout"],
+                     reactor=reactor)
     for description in options["listen"]:
         strports.service(description, site, reactor=reactor).setServiceParent(top)
     return top

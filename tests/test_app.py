@@ -8,21 +8,23 @@ import re
 
 import pytest
 from attrs import define
-from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
 from claude_proxy.app import ProxyAPI
 from claude_proxy.auth import KeyRing
 from claude_proxy.cli_probe import Health
-from claude_proxy.gate import LOOPBACK_NAMES, Gate
+from claude_proxy.gate import LOOPBACK_NAMES, Gate, ProxySite, endpoint_of
 from claude_proxy.metrics import Metrics
+from claude_proxy.observer import RequestObserver
 from claude_proxy.plan import CLISettings
 from claude_proxy.runner import Runner
 
 from tests.fakes import sample_lines
+from tests.site_treq import SiteTreq
 from tests.streams import data_events
 
 PARTIAL = sample_lines("cli-2.1.330/stream-json-partial.jsonl")
@@ -60,9 +62,11 @@ def build(reactor, tmp_path, keys=(), origins=(), max_per_key=0, hosts=None):
     metrics = Metrics(runner)
     api = ProxyAPI(runner, CLISettings("/bin/claude"), probe, {"PATH": "/bin"}, reactor, metrics,
                    max_per_key=max_per_key)
-    capture = Capture(Gate(api.resource(), KeyRing(tuple(keys)), metrics, reactor,
-                           frozenset(origins), hosts, api.history))
-    return api, capture, StubTreq(capture)
+    capture = Capture(Gate(api.resource(), KeyRing(tuple(keys)), frozenset(origins), hosts))
+    observer = RequestObserver(metrics, reactor, endpoint_of, api.history)
+    # The HTTP connections' own timers run on a clock of their own (as under StubTreq).
+    site = ProxySite(capture, observer, 1 << 20, reactor=MemoryReactorClock())
+    return api, capture, SiteTreq(site)
 
 
 @pytest.fixture
@@ -430,7 +434,9 @@ def test_refusals_before_any_run_are_counted_and_model_labels_are_bounded(proxy,
     treq.flush()
     assert post(treq).code == 429  # queue full
     text = result(treq.content(result(treq.get("http://proxy/metrics")))).decode()
-    assert 'claude_proxy_cli_failures_total{kind="queue_full"} 1.0' in text
+    # Counted apart from the runs of the CLI that failed: none ran.
+    assert 'claude_proxy_refusals_total{kind="queue_full"} 1.0' in text
+    assert "claude_proxy_cli_failures_total{" not in text
     for i in range(40):
         api.metrics.request_done("chat_completions", f"claude-x{i}", 404, 0.0)
     text = result(treq.content(result(treq.get("http://proxy/metrics")))).decode()

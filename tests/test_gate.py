@@ -13,6 +13,7 @@ from twisted.web.resource import Resource
 from claude_proxy.auth import KeyRing
 from claude_proxy.gate import Gate, ProxySite, endpoint_of
 from claude_proxy.metrics import Metrics
+from claude_proxy.observer import RequestObserver
 
 from tests.fakes import FakeProcessReactor
 
@@ -33,6 +34,10 @@ class Idle:
     pool = None
 
 
+def observer(clock):
+    return RequestObserver(Metrics(Idle()), clock, endpoint_of)
+
+
 @pytest.fixture
 def clock():
     return FakeProcessReactor()
@@ -40,8 +45,8 @@ def clock():
 
 @pytest.fixture
 def site(clock):
-    gate = Gate(Echo(), KeyRing(()), Metrics(Idle()), clock)
-    return ProxySite(gate, max_body_bytes=1000, read_timeout=60, reactor=clock)
+    return ProxySite(Gate(Echo(), KeyRing(())), observer(clock), max_body_bytes=1000,
+                     read_timeout=60, reactor=clock)
 
 
 def connect(site):
@@ -174,7 +179,7 @@ class Broken(Resource):
 
 
 def test_an_uncaught_exception_is_a_json_500_not_an_html_page(clock):
-    site = ProxySite(Gate(Broken(), KeyRing(()), Metrics(Idle()), clock), 1000, reactor=clock)
+    site = ProxySite(Gate(Broken(), KeyRing(())), observer(clock), 1000, reactor=clock)
     (status, body), _ = send(site, b"GET /v1/models HTTP/1.1\r\nhost: localhost\r\n\r\n")
     assert status == 500 and body["error"]["code"] == "internal_error"
 

@@ -2,7 +2,9 @@
 
 import pytest
 
-from claude_proxy.gate import Exchange
+from claude_proxy.errors import APIError
+from claude_proxy.events import Usage
+from claude_proxy.exchange import RUN_FAILED, Exchange
 from claude_proxy.history import History, Record, client_of, record_of
 
 
@@ -23,9 +25,9 @@ def test_client_of(agent, client):
 
 
 def exchange(**kw):
-    return Exchange("id", 1000.0, key_id="k1", model="claude-haiku-4-5", prompt_tokens=120,
-                    completion_tokens=7, cache_read_tokens=100, account="a", first_token=0.25,
-                    **kw)
+    return Exchange("id", 1000.0, key_id="k1", model="claude-haiku-4-5",
+                    usage=Usage(input_tokens=20, output_tokens=7, cache_read_tokens=100),
+                    account="a", first_token=0.25, **kw)
 
 
 def test_a_record_holds_no_key_and_only_wire_api_requests_are_recorded():
@@ -38,8 +40,9 @@ def test_a_record_holds_no_key_and_only_wire_api_requests_are_recorded():
 
 
 def test_an_error_after_a_200_is_a_failure():
-    assert record_of(b"/v1/responses", None, exchange(error_code="upstream_overloaded"), 200,
-                     1.0).failed
+    overloaded = APIError(503, "Overloaded.", "server_error", "upstream_overloaded")
+    assert record_of(b"/v1/responses", None, exchange(error=overloaded, error_kind=RUN_FAILED),
+                     200, 1.0).failed
     assert record_of(b"/v1/responses", None, exchange(), 429, 1.0).failed
     assert not record_of(b"/v1/responses", None, exchange(), 200, 1.0).failed
 
