@@ -41,6 +41,10 @@ class APIError(Exception):
         return f"{self.status} {self.code}: {self.message}"
 
 
+# A spent plan window (the CLI's "You've hit your 5-hour limit").
+USAGE_LIMIT = "usage_limit_reached"
+
+
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
     return APIError(400, message, "invalid_request_error", code, param)
 
@@ -163,7 +167,7 @@ def classify_cli_error(text: str, api_status: int | None, now: float,
             429,
             f"Claude {'usage' if usage else 'rate'} limit reached.{when} (CLI said: {shown})",
             "rate_limit_error",
-            "usage_limit_reached" if usage else "rate_limit_exceeded",
+            USAGE_LIMIT if usage else "rate_limit_exceeded",
             retry_after=wait, resets_at=resets_at,
         )
     if api_status in (503, 529) or any(h in lowered for h in _OVERLOAD_HINTS):

@@ -17,8 +17,6 @@ from attrs import asdict, define, field, frozen
 from claude_proxy.exchange import Exchange
 from claude_proxy.state import StateFile
 
-# The paths whose requests are recorded, and the name each API is shown under.
-APIS = {b"/v1/chat/completions": "Chat", b"/v1/responses": "Responses", b"/v1/messages": "Messages"}
 RECENT = 100  # records kept for the page
 MINUTES = 60  # the chart's span
 KEEP_SECONDS = 3 * 86400  # in the state file
@@ -137,10 +135,9 @@ class History:
                 for m in range(current - MINUTES + 1, current + 1)]
 
 
-def record_of(path: bytes, user_agent: bytes | None, exchange: Exchange, status: int,
+def record_of(api: str | None, user_agent: bytes | None, exchange: Exchange, status: int,
               seconds: float) -> Record | None:
-    """The record of a finished request, if it went to a wire API."""
-    api = APIS.get(path)
+    """The record of a finished request, if it went to a wire API (`api`: its name)."""
     if api is None:
         return None
     usage = exchange.usage

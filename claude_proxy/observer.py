@@ -7,13 +7,13 @@ its record (exchange.py) when the request ends (or its client goes away).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 
 from attrs import define
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
+from claude_proxy.door import Labels
 from claude_proxy.exchange import REFUSED, RUN_FAILED, Exchange
 from claude_proxy.history import History, record_of
 from claude_proxy.metrics import Metrics
@@ -28,8 +28,7 @@ QUIET_ENDPOINTS = frozenset({"status"})
 class RequestObserver:
     metrics: Metrics
     reactor: IReactorTime
-    # The metrics label of a request's path (the doors' endpoints and the daemon's own).
-    endpoint_of: Callable[[bytes], str]
+    labels: Labels  # a path's metrics label and API name, from the routes
     history: History | None = None  # the status page's record of recent requests
 
     def begin(self, request: IRequest) -> Exchange:
@@ -43,7 +42,7 @@ class RequestObserver:
     def finished(self, request: IRequest, exchange: Exchange, gone: bool) -> None:
         status = 499 if gone else request.code
         seconds = self.reactor.seconds() - exchange.started
-        endpoint = self.endpoint_of(request.path)
+        endpoint = self.labels.endpoint_of(request.path)
         usage = exchange.usage
         self.metrics.request_done(endpoint, exchange.model, status, seconds)
         if usage is not None:
@@ -53,8 +52,8 @@ class RequestObserver:
             self.metrics.failed(exchange.error.code or "unknown")
         elif exchange.error is not None and exchange.error_kind == REFUSED:
             self.metrics.refused(exchange.error.code or "unknown")
-        record = record_of(request.path, request.getHeader(b"user-agent"), exchange, status,
-                           seconds)
+        record = record_of(self.labels.api_of(request.path), request.getHeader(b"user-agent"),
+                           exchange, status, seconds)
         if record is not None and self.history is not None:
             self.history.add(record)
         emit = log.debug if endpoint in QUIET_ENDPOINTS else log.info

@@ -20,11 +20,11 @@ from twisted.python import usage
 
 from claude_proxy import __version__
 from claude_proxy.accounts import Account, Accounts
+from claude_proxy.admission import LOOPBACK_NAMES, Admission
 from claude_proxy.app import ProxyAPI
 from claude_proxy.auth import KeyFileError, KeyRing
 from claude_proxy.cli_lifetime import Tether, default_state_dir, record_name
 from claude_proxy.cli_probe import CLIMissing, CLIProbe, find_claude, version_now
-from claude_proxy.gate import LOOPBACK_NAMES, Gate, ProxySite, endpoint_of
 from claude_proxy.history import History
 from claude_proxy.live_sessions import LiveSessions
 from claude_proxy.metrics import Metrics
@@ -34,6 +34,7 @@ from claude_proxy.plan import CLISettings, child_env
 from claude_proxy.pool import WarmPool
 from claude_proxy.process import ProcessReactor
 from claude_proxy.runner import Runner
+from claude_proxy.site import ProxySite
 from claude_proxy.state import StateFile, state_name
 
 log = Logger()
@@ -375,10 +376,11 @@ def makeService(options: Options, reactor: DaemonReactor | None = None,
     hosts = None
     if not keys.enabled and not options["insecure-no-auth"]:
         hosts = LOOPBACK_NAMES | {i for i in map(interface_of, options["listen"]) if i}
-    gate = Gate(api.resource(), keys, frozenset(options["cors-origin"]), hosts)
-    observer = RequestObserver(metrics, reactor, endpoint_of, history)
-    site = ProxySite(gate, observer, options["max-body-bytes"], options["read-timeout"],
-                     reactor=reactor)
+    admission = Admission(api.resource(), keys, api.doors, frozenset(options["cors-origin"]),
+                          hosts)
+    observer = RequestObserver(metrics, reactor, api.labels, history)
+    site = ProxySite(admission, observer, api.doors, options["max-body-bytes"],
+                     options["read-timeout"], reactor=reactor)
     for description in options["listen"]:
         strports.service(description, site, reactor=reactor).setServiceParent(top)
     return top

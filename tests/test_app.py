@@ -17,11 +17,12 @@ from twisted.web.resource import Resource
 from claude_proxy.app import ProxyAPI
 from claude_proxy.auth import KeyRing
 from claude_proxy.cli_probe import Health
-from claude_proxy.gate import LOOPBACK_NAMES, Gate, ProxySite, endpoint_of
+from claude_proxy.admission import LOOPBACK_NAMES, Admission
 from claude_proxy.metrics import Metrics
 from claude_proxy.observer import RequestObserver
 from claude_proxy.plan import CLISettings
 from claude_proxy.runner import Runner
+from claude_proxy.site import ProxySite
 
 from tests.fakes import sample_lines
 from tests.site_treq import SiteTreq
@@ -62,10 +63,11 @@ def build(reactor, tmp_path, keys=(), origins=(), max_per_key=0, hosts=None):
     metrics = Metrics(runner)
     api = ProxyAPI(runner, CLISettings("/bin/claude"), probe, {"PATH": "/bin"}, reactor, metrics,
                    max_per_key=max_per_key)
-    capture = Capture(Gate(api.resource(), KeyRing(tuple(keys)), frozenset(origins), hosts))
-    observer = RequestObserver(metrics, reactor, endpoint_of, api.history)
+    capture = Capture(Admission(api.resource(), KeyRing(tuple(keys)), api.doors,
+                                frozenset(origins), hosts))
+    observer = RequestObserver(metrics, reactor, api.labels, api.history)
     # The HTTP connections' own timers run on a clock of their own (as under StubTreq).
-    site = ProxySite(capture, observer, 1 << 20, reactor=MemoryReactorClock())
+    site = ProxySite(capture, observer, api.doors, 1 << 20, reactor=MemoryReactorClock())
     return api, capture, SiteTreq(site)
 
 
@@ -481,3 +483,15 @@ def test_the_status_data_shows_requests_but_no_prompt_or_key(reactor, tmp_path):
     [account] = data["accounts"]
     assert (account["name"], account["status"], account["skipped"]) == ("default", "ok", None)
     assert data["overage"] == "refuse"
+
+
+def test_each_front_door_has_its_own_endpoint_label(proxy):
+    api, _, _ = proxy
+    assert [api.labels.endpoint_of(p) for p in (
+        b"/v1/chat/completions", b"/v1/responses", b"/v1/responses/resp_1", b"/v1/messages",
+        b"/v1/messages/count_tokens", b"/v1/usage", b"/v1/nope")] == [
+        "chat_completions", "responses", "response", "messages", "count_tokens", "usage", "other"]
+    # Only the wire APIs' requests go into the status page's history.
+    assert [api.labels.api_of(p) for p in (
+        b"/v1/chat/completions", b"/v1/responses", b"/v1/messages", b"/v1/responses/resp_1",
+        b"/health", b"/status/data")] == ["Chat", "Responses", "Messages", None, None, None]

@@ -1,9 +1,10 @@
 import pytest
 
-from claude_proxy.error_shapes import openai_error, unified_headers
+from claude_proxy.anthropic_messages.errors import unified_headers
 from claude_proxy.errors import (
     CANNOT_RUN, EXCERPT_CHARS, APIError, classify_cli_error, classify_exit, excerpt,
 )
+from claude_proxy.openai_chat.errors import openai_error
 
 from tests.fakes import sample_json
 

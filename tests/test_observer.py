@@ -6,6 +6,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
+from claude_proxy.door import Labels, Route
 from claude_proxy.errors import APIError, queue_full
 from claude_proxy.events import Usage
 from claude_proxy.exchange import INVALID, REFUSED, RUN_FAILED
@@ -16,6 +17,8 @@ from claude_proxy.runner import RunnerSnapshot
 
 from tests.test_metrics import value
 
+LABELS = Labels((Route("/v1/messages", ("POST",), "messages", lambda request: None,
+                       api="Messages"),))
 NOT_LOGGED_IN = APIError(503, "Not logged in.", "server_error", "cli_not_logged_in")
 
 
@@ -42,7 +45,7 @@ class FakeRequest:
 def observed(clock=None):
     clock = clock or Clock()
     metrics, history = Metrics(Idle()), History()
-    return RequestObserver(metrics, clock, lambda path: "messages", history), metrics, history
+    return RequestObserver(metrics, clock, LABELS, history), metrics, history
 
 
 def test_nothing_is_counted_before_the_request_ends_then_everything_once():

@@ -1,6 +1,10 @@
 import re
 
+from twisted.internet.task import Clock
+
 from claude_proxy.app import ProxyAPI
+from claude_proxy.plan import CLISettings
+from claude_proxy.runner import Runner
 from claude_proxy.tap import Options, beyond_loopback, interface_of
 
 
@@ -17,5 +21,6 @@ def test_what_counts_as_beyond_loopback():
 
 def test_help_names_every_endpoint():
     help_text = " ".join(str(Options()).split())  # as one line: usage wraps the text
-    routes = {re.sub(r"<[^>]*>", "ID", rule.rule) for rule in ProxyAPI.app.url_map.iter_rules()}
+    api = ProxyAPI(Runner(Clock()), CLISettings("claude"), None, {}, Clock(), None)
+    routes = {re.sub(r"<[^>]*>", "ID", route.rule) for route in api.labels.routes}
     assert routes and {r for r in routes if r not in help_text} == set()

@@ -15,7 +15,7 @@ from attrs import define, field
 from claude_proxy.answer import (
     Answer, CallArgs, CallStart, Out, Part, SignatureOut, TextOut, ThinkingOut,
 )
-from claude_proxy.error_shapes import anthropic_error
+from claude_proxy.anthropic_messages.errors import anthropic_error
 from claude_proxy.errors import APIError
 from claude_proxy.events import Usage
 from claude_proxy.sse import dumps, fill, frame, template

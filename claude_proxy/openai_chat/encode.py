@@ -10,9 +10,9 @@ from typing import Any
 from attrs import define, field
 
 from claude_proxy.answer import Answer, CallArgs, CallStart, Out, TextOut, ThinkingOut
-from claude_proxy.error_shapes import openai_error
 from claude_proxy.errors import APIError
 from claude_proxy.events import Usage
+from claude_proxy.openai_chat.errors import openai_error
 from claude_proxy.sse import KEEP_ALIVE, dumps, fill, frame, template
 from claude_proxy.tools import openai_call_id
 

@@ -1,4 +1,8 @@
-"""The Responses front door: a wire request in, the neutral request and its encoder out; the store."""
+"""
+The Responses front door: its routes (POST /v1/responses; GET and DELETE of a
+stored response), OpenAI's error shape, a wire request in and the neutral
+request and its encoder out; the store.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,12 @@ from typing import Any
 from attrs import Factory, define, field
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web.iweb import IRequest
 
 from claude_proxy.answer import Answer
 from claude_proxy.conversation import Block, text_block
-from claude_proxy.door import Ids, Opened
+from claude_proxy.door import ErrorAnswer, Header, Ids, Opened, Route, Serve
 from claude_proxy.errors import APIError
+from claude_proxy.openai_chat.errors import openai_error
 from claude_proxy.openai_responses.encode import ResponsesEncoder, Shape, deleted
 from claude_proxy.openai_responses.parse import Context, Parsed, ignored_params, \
     parse_responses_request
@@ -21,6 +25,8 @@ from claude_proxy.openai_responses.store import ResponseStore
 from claude_proxy.tools import anthropic_tool_id, model_tool_name, openai_call_id
 
 log = Logger()
+
+PATH = b"/v1/responses"
 
 
 def not_found(response_id: str, param: str | None = None) -> APIError:
@@ -82,8 +88,9 @@ class ResponsesDoor:
     store: ResponseStore = field(
         default=Factory(lambda self: ResponseStore(self.reactor), takes_self=True), kw_only=True)
     _told: set[str] = field(factory=set, init=False)  # tool kinds already logged as left out
+    request_id_header: bytes | None = field(default=None, init=False)  # X-Request-Id is OpenAI's
 
-    def open(self, body: dict, http: IRequest, ids: Ids) -> Opened:
+    def open(self, body: dict, ids: Ids) -> Opened:
         previous = self._previous(body.get("previous_response_id"))
         parsed = parse_responses_request(body, previous, self.image_urls)
         for kind in parsed.left_out:
@@ -100,6 +107,22 @@ class ResponsesDoor:
                                   parsed.context.turns + (("assistant", assistant_blocks(answer)),))
                 self.store.put(response, context)
         return Opened(parsed.request, ResponsesEncoder(shape, store_response), ignored_params(body))
+
+    def routes(self, serve: Serve) -> tuple[Route, ...]:
+        return (
+            Route(PATH.decode(), ("POST",), "responses",
+                  lambda request: serve(request, self), api="Responses"),
+            Route("/v1/responses/<response_id>", ("GET",), "response",
+                  lambda request, response_id: self.get(response_id)),
+            Route("/v1/responses/<response_id>", ("DELETE",), "response",
+                  lambda request, response_id: self.delete(response_id)),
+        )
+
+    def speaks(self, path: bytes, header: Header) -> bool:
+        return path == PATH or path.startswith(PATH + b"/")
+
+    def error(self, error: APIError) -> ErrorAnswer:
+        return ErrorAnswer(*openai_error(error))
 
     def _previous(self, response_id: object) -> Context | None:
         if response_id is None:
