@@ -33,13 +33,11 @@ from claude_proxy.live_sessions import SessionsSnapshot
 from claude_proxy.metrics import CONTENT_TYPE, Metrics
 from claude_proxy.openai_chat.door import ChatDoor
 from claude_proxy.openai_responses.door import ResponsesDoor
-from claude_proxy.plan import CLISettings
 from claude_proxy.pool import PoolSnapshot
 from claude_proxy.runner import Runner
 from claude_proxy.site import ProxyRequest, error_answer, unknown_path
 from claude_proxy.status import page
 from claude_proxy.status.snapshot import snapshot
-from claude_proxy.writers import HEARTBEAT_SECONDS, HOLD_HEADERS_SECONDS
 
 log = Logger()
 
@@ -83,17 +81,10 @@ def _answering(routes: list[Route]) -> Callable[..., Any]:
 
 @define(slots=False)
 class ProxyAPI:
-    runner: Runner
-    settings: CLISettings
+    dispatch: Dispatch  # what the doors' run routes hand their requests to
     probe: CLIProbe
-    environ: Mapping[str, str]
-    reactor: IReactorTime
     metrics: Metrics
-    hold: float = HOLD_HEADERS_SECONDS
-    heartbeat: float = HEARTBEAT_SECONDS
     image_urls: bool = False  # pass http(s) image URLs on for the API to fetch
-    max_per_key: int = 0  # chat requests at once per API key; 0: no limit
-    accounts: Accounts = field(factory=Accounts)
     # Each account's login probe, when accounts are named (--account).
     logins: Mapping[str, CLIProbe] = field(factory=dict)
     started: float = field(default=Factory(lambda self: self.reactor.seconds(), takes_self=True))
@@ -104,14 +95,11 @@ class ProxyAPI:
     messages: MessagesDoor = field(
         default=Factory(lambda self: MessagesDoor(self.image_urls), takes_self=True))
     history: History = field(factory=History)  # recent requests, for the status page
-    dispatch: Dispatch = field(init=False)
     doors: Doors = field(init=False)
     labels: Labels = field(init=False)  # each path's metrics label and API name
     _router: Klein = field(factory=Klein, init=False)
 
     def __attrs_post_init__(self) -> None:
-        self.dispatch = Dispatch(self.runner, self.settings, self.environ, self.reactor,
-                                 self.accounts, self.hold, self.heartbeat, self.max_per_key)
         # The wire APIs, in the order they claim a request; OpenAI's shape for the rest.
         self.doors = Doors((self.messages, self.chat, self.responses), fallback=self.chat)
         routes = self._own_routes() + tuple(
@@ -144,6 +132,18 @@ class ProxyAPI:
             # Claude Code's preconnect (its preflight, HEAD /, is the status page's HEAD).
             Route("/api/hello", ("HEAD",), "other", lambda request: b""),
         )
+
+    @property
+    def runner(self) -> Runner:
+        return self.dispatch.runner
+
+    @property
+    def accounts(self) -> Accounts:
+        return self.dispatch.accounts
+
+    @property
+    def reactor(self) -> IReactorTime:
+        return self.dispatch.reactor
 
     def resource(self) -> Any:
         return self._router.resource()

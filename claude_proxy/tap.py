@@ -25,6 +25,7 @@ from claude_proxy.app import ProxyAPI
 from claude_proxy.auth import KeyFileError, KeyRing
 from claude_proxy.cli_lifetime import Tether, default_state_dir, record_name
 from claude_proxy.cli_probe import CLIMissing, CLIProbe, find_claude, version_now
+from claude_proxy.dispatch import Dispatch
 from claude_proxy.history import History
 from claude_proxy.live_sessions import LiveSessions
 from claude_proxy.metrics import Metrics
@@ -361,9 +362,10 @@ def makeService(options: Options, reactor: DaemonReactor | None = None,
     logins = {a.name: CLIProbe(reactor, claude, child_env(settings, a.environ(environ)))
               for a in accounts.accounts}
     metrics = Metrics(runner, accounts)
-    api = ProxyAPI(runner, settings, logins[accounts.accounts[0].name], environ, reactor,
-                   metrics, image_urls=bool(options["image-urls"]),
-                   max_per_key=options["max-per-key"], accounts=accounts,
+    dispatch = Dispatch(runner, settings, environ, reactor, accounts,
+                        max_per_key=options["max-per-key"])
+    api = ProxyAPI(dispatch, logins[accounts.accounts[0].name], metrics,
+                   image_urls=bool(options["image-urls"]),
                    logins=logins if options["account"] else {}, history=history)
 
     def restore() -> None:

@@ -14,10 +14,11 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
+from claude_proxy.admission import LOOPBACK_NAMES, Admission
 from claude_proxy.app import ProxyAPI
 from claude_proxy.auth import KeyRing
 from claude_proxy.cli_probe import Health
-from claude_proxy.admission import LOOPBACK_NAMES, Admission
+from claude_proxy.dispatch import Dispatch
 from claude_proxy.metrics import Metrics
 from claude_proxy.observer import RequestObserver
 from claude_proxy.plan import CLISettings
@@ -61,8 +62,9 @@ def build(reactor, tmp_path, keys=(), origins=(), max_per_key=0, hosts=None):
     probe = FakeProbe(Health(True, "/bin/claude", "2.1.330",
                              login={"logged_in": True, "method": "claude.ai", "subscription": "max"}))
     metrics = Metrics(runner)
-    api = ProxyAPI(runner, CLISettings("/bin/claude"), probe, {"PATH": "/bin"}, reactor, metrics,
-                   max_per_key=max_per_key)
+    dispatch = Dispatch(runner, CLISettings("/bin/claude"), {"PATH": "/bin"}, reactor,
+                        max_per_key=max_per_key)
+    api = ProxyAPI(dispatch, probe, metrics)
     capture = Capture(Admission(api.resource(), KeyRing(tuple(keys)), api.doors,
                                 frozenset(origins), hosts))
     observer = RequestObserver(metrics, reactor, api.labels, api.history)

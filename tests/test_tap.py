@@ -3,6 +3,7 @@ import re
 from twisted.internet.task import Clock
 
 from claude_proxy.app import ProxyAPI
+from claude_proxy.dispatch import Dispatch
 from claude_proxy.plan import CLISettings
 from claude_proxy.runner import Runner
 from claude_proxy.tap import Options, beyond_loopback, interface_of
@@ -21,6 +22,6 @@ def test_what_counts_as_beyond_loopback():
 
 def test_help_names_every_endpoint():
     help_text = " ".join(str(Options()).split())  # as one line: usage wraps the text
-    api = ProxyAPI(Runner(Clock()), CLISettings("claude"), None, {}, Clock(), None)
+    api = ProxyAPI(Dispatch(Runner(Clock()), CLISettings("claude"), {}, Clock()), None, None)
     routes = {re.sub(r"<[^>]*>", "ID", route.rule) for route in api.labels.routes}
     assert routes and {r for r in routes if r not in help_text} == set()
