@@ -84,8 +84,11 @@ def test_a_cli_dies_with_its_daemon_even_after_sigkill(tmp_path, way):
     daemon = subprocess.Popen([sys.executable, "-c", DAEMON, str(tmp_path / "r.json"), way],
                               cwd=ROOT, stdout=subprocess.PIPE)
     try:
-        cli = int(daemon.stdout.readline())
-        assert daemon.stdout.readline() == b"tied\n"  # exec'd: past the prctl
+        # The pid and the CLI's "tied" (exec'd: past the prctl), in either order: both
+        # processes write to the one pipe.
+        lines = sorted([daemon.stdout.readline(), daemon.stdout.readline()])
+        assert lines[1] == b"tied\n"
+        cli = int(lines[0])
         exited = os.pidfd_open(cli)
         daemon.kill()
         assert select.select([exited], [], [], 30)[0] == [exited]
