@@ -138,6 +138,7 @@ class ControlResponse:
     request_id: str
     # The initialize answer's models: each alias and the full id the CLI runs for it.
     aliases: tuple[tuple[str, str], ...] = ()
+    error: str | None = None  # the CLI refused the request, and why
 
 
 def _aliases(answer: object) -> tuple[tuple[str, str], ...]:
@@ -237,8 +238,9 @@ def parse_line(line: bytes) -> Event | None:
         response = obj.get("response")
         if not isinstance(response, dict):
             return None
+        error = str(response.get("error", "")) if response.get("subtype") == "error" else None
         return ControlResponse(str(response.get("request_id", "")),
-                               _aliases(response.get("response")))
+                               _aliases(response.get("response")), error)
     if kind == "result":
         text = obj.get("result")
         status = obj.get("api_error_status")

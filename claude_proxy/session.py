@@ -287,6 +287,10 @@ class CLISession:
                 self.state = READY
             if event.aliases and self.aliases is not None:
                 self.aliases.learn(event.aliases)
+            if event.error is not None:
+                # A turn's settings not taken: it runs with the ones before (effort, thinking).
+                log.warn("The CLI refused control request {request_id}: {error}",
+                         request_id=event.request_id, error=event.error[:300])
             return
         if isinstance(event, ControlRequest):
             self._control(event)

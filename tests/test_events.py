@@ -108,3 +108,10 @@ def test_the_initialize_answer_says_what_each_alias_runs():
     # Other control answers hold none.
     assert parse_line(json.dumps({"type": "control_response", "response": {
         "subtype": "success", "request_id": "settings-1"}}).encode()) == ControlResponse("settings-1")
+
+
+def test_a_refused_control_request_says_why():
+    line = {"type": "control_response", "response": {
+        "subtype": "error", "request_id": "settings-2", "error": "Unknown setting"}}
+    assert parse_line(json.dumps(line).encode()) == ControlResponse(
+        "settings-2", (), "Unknown setting")

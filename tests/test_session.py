@@ -8,6 +8,7 @@ import os
 
 import pytest
 from attrs import define, field
+from twisted.logger import capturedLogs
 
 from claude_proxy.continuation import ToolResult
 from claude_proxy.models import Aliases
@@ -133,6 +134,17 @@ def test_an_exit_before_the_kill_cancels_it(reactor, tmp_path):
     session.end(grace=5)
     process.exit(143)
     assert process.signals == ["TERM"] and reactor.getDelayedCalls() == []
+
+
+def test_a_refused_settings_request_is_logged(reactor, tmp_path):
+    session, _ = session_for(reactor, tmp_path)
+    session.start([b'{"type":"user"}\n'])
+    [process] = reactor.spawned
+    with capturedLogs() as logs:
+        process.emit(json.dumps({"type": "control_response", "response": {
+            "subtype": "error", "request_id": "settings-1", "error": "Unknown setting"}}).encode())
+    [warning] = [e for e in logs if e.get("request_id") == "settings-1"]
+    assert warning["error"] == "Unknown setting" and session.state == TURN
 
 
 @pytest.mark.parametrize("listening", [True, False])
