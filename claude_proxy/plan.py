@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from functools import cached_property
 
 from attrs import frozen
 
@@ -148,7 +149,9 @@ class RunPlan:
     # refuse it (the tool loop's last call has no signed thinking to go back).
     cold_settings: TurnSettings = TurnSettings()
 
-    @property
+    # Cached: the pool and the live sessions compare shapes on every request, and the
+    # system prompt alone can be 50 KB.
+    @cached_property
     def shape(self) -> dict[str, str]:
         """
         What a CLI process is fixed to at spawn, part by part (a turn's settings
@@ -161,7 +164,7 @@ class RunPlan:
                 "tools": digest(self.initialize.decode("utf-8")),
                 "options": digest([self.base_args, sorted(self.env.items())])}
 
-    @property
+    @cached_property
     def warm_key(self) -> str:
         """What a pre-started process must share with this run: all fixed at spawn."""
         return hashlib.sha256(json.dumps(self.shape, sort_keys=True).encode()).hexdigest()
